@@ -1,0 +1,301 @@
+package negotiate
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// Sentinel errors callers branch on.
+var (
+	// ErrRejected: a party rejected the terms, or the round cap was reached.
+	ErrRejected = errors.New("negotiate: rejected")
+	// ErrAborted: the session aborted (a refusal, busy chain, expiry, abort).
+	ErrAborted = errors.New("negotiate: aborted")
+	// ErrBusy: a party's chain is locked by another session.
+	ErrBusy = errors.New("negotiate: busy")
+	// ErrUnsafeAbort: the session cannot be aborted locally any more because
+	// this party has sent its signature; only a certificate can end it.
+	ErrUnsafeAbort = errors.New("negotiate: abort is no longer safe")
+	// ErrUnknownSession: no session with that ID.
+	ErrUnknownSession = errors.New("negotiate: unknown session")
+	// ErrNotYourTurn: a decision that does not fit the session's state.
+	ErrNotYourTurn = errors.New("negotiate: no decision pending")
+)
+
+// Engine is the pure countersigning state machine of one agent. It has no
+// clock, network or disk: the caller feeds it inputs through Step and
+// carries out the returned Output. It is not safe for concurrent use.
+type Engine struct {
+	key      *sign.PrivateKey
+	self     protocol.Party
+	head     chain.Head
+	lock     *chain.Lock
+	sessions map[string]*session
+	cfg      CoreConfig
+}
+
+// CoreConfig configures an Engine. Zero values get the documented defaults.
+type CoreConfig struct {
+	// Key is the agent key (required).
+	Key *sign.PrivateKey
+	// Head is the chain's current head; Lock the chain's current lock (nil if none).
+	Head chain.Head
+	Lock *chain.Lock
+	// Checkpoints are the durable session checkpoints to resume (from chain.Checkpoints).
+	Checkpoints map[string][]byte
+	// SignCheck, when set, is asked before this agent signs an agreement;
+	// an error makes it refuse. It must be deterministic.
+	SignCheck func(a *protocol.Agreement) error
+	// ResolveInitialMillis is the first delay before a signed party asks the
+	// others how the session ended (default 2000). It doubles up to
+	// ResolveMaxMillis (default 30000).
+	ResolveInitialMillis int64
+	ResolveMaxMillis     int64
+}
+
+// NewEngine builds an engine and resumes the sessions of its checkpoints.
+func NewEngine(cfg CoreConfig) (*Engine, error) {
+	if cfg.Key == nil {
+		return nil, errors.New("negotiate: engine needs an agent key")
+	}
+	if cfg.ResolveInitialMillis <= 0 {
+		cfg.ResolveInitialMillis = 2000
+	}
+	if cfg.ResolveMaxMillis <= 0 {
+		cfg.ResolveMaxMillis = 30000
+	}
+	pub := cfg.Key.Public()
+	e := &Engine{
+		key:      cfg.Key,
+		self:     protocol.Party{ID: pub.AgentID(), Scheme: pub.SchemeName(), Key: pub.Bytes()},
+		head:     cfg.Head,
+		lock:     cfg.Lock,
+		sessions: make(map[string]*session),
+		cfg:      cfg,
+	}
+	ids := make([]string, 0, len(cfg.Checkpoints))
+	for id := range cfg.Checkpoints {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	for _, id := range ids {
+		s, err := restoreSession(e, id, cfg.Checkpoints[id])
+		if err != nil {
+			return nil, fmt.Errorf("negotiate: resume session %s: %w", id, err)
+		}
+		e.sessions[id] = s
+	}
+	if e.lock != nil {
+		if s := e.sessions[e.lock.Session]; s == nil || s.vote != voteSigned || s.final != "" {
+			return nil, fmt.Errorf("negotiate: chain is locked by session %s but its checkpoint does not hold a signed, open vote", e.lock.Session)
+		}
+	}
+	return e, nil
+}
+
+// Self returns this agent as a party.
+func (e *Engine) Self() protocol.Party { return e.self }
+
+// Head is the chain head as the engine knows it.
+func (e *Engine) Head() chain.Head { return e.head }
+
+// Lock is the chain lock as the engine knows it (nil when free).
+func (e *Engine) Lock() *chain.Lock { return e.lock }
+
+// Input is one thing that happened. Exactly one of the pointer fields is set.
+// Now is the current time in unix milliseconds (virtual in the simulator).
+type Input struct {
+	Now      int64
+	Start    *Start
+	Message  *Received
+	Timer    *Timer
+	Decision *Decision
+	// Resume asks the engine for the outputs that restart resumed sessions
+	// (timers, queries); feed it once after NewEngine.
+	Resume bool
+}
+
+// Start begins a session as initiator.
+type Start struct {
+	Session   string // 32 lower-hex chars, random, chosen by the caller
+	Parties   []protocol.Party
+	Terms     cbor.RawMessage
+	Deadline  int64 // unix ms
+	MaxRounds uint32
+	Witness   *protocol.Party
+}
+
+// Received is a verified message from a peer.
+type Received struct {
+	From    sign.AgentID
+	Type    string
+	Session string
+	Body    any    // the decoded body (*protocol.Propose, ...)
+	Raw     []byte // the exact signed frame, kept as a certificate where it is one
+}
+
+// Timer identifies a timer the engine asked for.
+type Timer struct {
+	Session string
+	Kind    TimerKind
+	At      int64 // unix ms
+	Gen     uint64
+}
+
+// TimerKind names what a timer is for.
+type TimerKind string
+
+// Timer kinds.
+const (
+	TimerDeadline TimerKind = "deadline" // the session's negotiation/signing window ends
+	TimerResolve  TimerKind = "resolve"  // a signed party asks the others again
+)
+
+// Action is an application decision.
+type Action string
+
+// Actions an application may take.
+const (
+	ActAccept  Action = "accept"  // participant: accept the current round's terms
+	ActReject  Action = "reject"  // either role: end the negotiation
+	ActCounter Action = "counter" // participant: counter with Terms; initiator: propose Terms as the next round
+	ActAbort   Action = "abort"   // either role: abort while it is still safe
+)
+
+// Decision is the application's answer to a pending proposal or counter.
+type Decision struct {
+	Session string
+	Action  Action
+	Terms   cbor.RawMessage // for ActCounter
+	Reason  string          // for ActReject / ActAbort
+}
+
+// Output is what the caller must do after a Step, in this order:
+//  1. Persist, if set, must be durable (one chain transaction) before any
+//     message of Send leaves. If it fails, the caller must not send and must
+//     stop the engine (a restart resumes from the last durable checkpoint).
+//  2. Send the messages (each is independent; order per peer preserved).
+//  3. Arm the timers; report the events.
+type Output struct {
+	Persist []chain.Write
+	Send    []Outgoing
+	Timers  []Timer
+	Events  []Event
+	// Err is a refusal of the input (bad message, decision out of turn). The
+	// engine's state did not change.
+	Err error
+}
+
+// Outgoing is a message to one peer. Either Frame (already sealed, e.g. a
+// certificate) or Type+Body (the caller seals it with the agent key).
+type Outgoing struct {
+	To      sign.AgentID
+	Type    string
+	Session string
+	Body    any
+	Frame   []byte
+	Expires int64 // unix ms; the session deadline where it applies
+}
+
+// EventKind names an event.
+type EventKind string
+
+// Events reported to the application and the CLI.
+const (
+	EvProposal  EventKind = "proposal"  // participant: a round waits for a decision
+	EvCounter   EventKind = "counter"   // initiator: a participant countered; decide
+	EvPhase     EventKind = "phase"     // the session moved to another phase
+	EvCommitted EventKind = "committed" // final: the record is on this chain
+	EvRejected  EventKind = "rejected"  // final: negotiation rejected
+	EvAborted   EventKind = "aborted"   // final: aborted (refusal, busy, expiry)
+	EvViolation EventKind = "violation" // a peer broke the protocol (equivocation, forged certificate)
+)
+
+// Event is something the application may want to know.
+type Event struct {
+	Kind    EventKind
+	Session string
+	Phase   Phase
+	Round   uint32
+	From    sign.AgentID
+	Terms   cbor.RawMessage
+	Reason  string
+	Outcome *Outcome
+}
+
+// Outcome is how a session ended.
+type Outcome struct {
+	State      State // committed, rejected, aborted
+	Session    string
+	Round      uint32
+	RecordHash chain.Hash
+	Reason     string
+	Busy       bool
+	// Receipt is the CBOR of the countersigned record (the commit certificate).
+	Receipt []byte
+	// AbortCertificate is the signed frame that proves the abort, if any.
+	AbortCertificate []byte
+}
+
+// Err maps an outcome to nil (committed) or a sentinel error.
+func (o *Outcome) Err() error {
+	switch o.State {
+	case StateCommitted:
+		return nil
+	case StateRejected:
+		return fmt.Errorf("%w: %s", ErrRejected, o.Reason)
+	default:
+		if o.Busy {
+			return fmt.Errorf("%w: %w: %s", ErrAborted, ErrBusy, o.Reason)
+		}
+		return fmt.Errorf("%w: %s", ErrAborted, o.Reason)
+	}
+}
+
+// State is a session's final state.
+type State string
+
+// Final states.
+const (
+	StateCommitted State = "committed"
+	StateRejected  State = "rejected"
+	StateAborted   State = "aborted"
+)
+
+// Phase is where a session is.
+type Phase string
+
+// Phases.
+const (
+	PhaseNegotiating Phase = "negotiating" // rounds of propose / counter / accept
+	PhaseSigning     Phase = "signing"     // locked and signed; collecting signatures
+	PhaseDone        Phase = "done"        // final
+)
+
+// Step feeds one input to the engine and returns what to do.
+func (e *Engine) Step(in Input) Output {
+	var out Output
+	switch {
+	case in.Start != nil:
+		out.Err = e.start(in.Now, in.Start, &out)
+	case in.Message != nil:
+		out.Err = e.receive(in.Now, in.Message, &out)
+	case in.Timer != nil:
+		e.timer(in.Now, in.Timer, &out)
+	case in.Decision != nil:
+		out.Err = e.decide(in.Now, in.Decision, &out)
+	case in.Resume:
+		e.resume(in.Now, &out)
+	}
+	if out.Err != nil && len(out.Persist) == 0 && len(out.Send) == 0 {
+		out.Timers, out.Events = nil, nil
+	}
+	return out
+}

@@ -1,0 +1,1076 @@
+package negotiate
+
+import (
+	"bytes"
+	"fmt"
+	"sort"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// Engine limits. Each bounds what a peer can make this agent hold.
+const (
+	// MaxOpenSessions bounds sessions in negotiation, so proposals from
+	// hostile peers cannot exhaust memory.
+	MaxOpenSessions = 50000
+	// maxTombstones bounds refusals recorded for sessions this agent never knew.
+	maxTombstones = 100000
+	// DefaultMaxRounds is the round cap when a proposal names none.
+	DefaultMaxRounds = 8
+)
+
+// Role is this agent's role in a session.
+type Role string
+
+// Roles.
+const (
+	RoleInitiator   Role = "initiator"
+	RoleParticipant Role = "participant"
+)
+
+type vote string
+
+const (
+	voteNone    vote = ""
+	voteSigned  vote = "signed"
+	voteRefused vote = "refused"
+)
+
+// PartyActivity is what was last heard from one party.
+type PartyActivity struct {
+	Type string // last message type
+	At   int64  // unix ms
+}
+
+type session struct {
+	id        string
+	role      Role
+	parties   []protocol.Party
+	selfIdx   int
+	deadline  int64
+	maxRounds uint32
+	witness   *protocol.Party
+	startedAt int64
+	since     int64 // when the current phase began
+	phase     Phase
+
+	// negotiation
+	round     uint32
+	terms     cbor.RawMessage
+	termsHash chain.Hash
+	pending   bool         // participant: a decision is pending for round
+	accepted  bool         // participant: accepted round's terms
+	answers   map[int]any  // initiator: *protocol.Accept or *protocol.Counter per party index, this round
+	counter   *counterWait // initiator: a counter waits for the app
+
+	// signing
+	agreement *protocol.Agreement
+	ah        chain.Hash
+	vote      vote
+	head      chain.Head
+	readys    map[int]*protocol.Ready
+	early     []*Received // participant: readys/refusals that came before the preflight
+
+	// final
+	final      State
+	reason     string
+	busy       bool
+	tombstone  bool                  // created by a query for a session this agent never knew
+	refusals   map[chain.Hash][]byte // own signed refusals by agreement hash
+	receipt    []byte
+	recordHash chain.Hash
+	abortCert  []byte
+
+	gen          map[TimerKind]uint64
+	resolveDelay int64
+	last         map[sign.AgentID]PartyActivity
+}
+
+type counterWait struct {
+	from  sign.AgentID
+	terms cbor.RawMessage
+}
+
+func (s *session) indexOf(id sign.AgentID) int {
+	for i, p := range s.parties {
+		if p.ID == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (s *session) initiator() sign.AgentID { return s.parties[0].ID }
+
+func (e *Engine) newSession(id string, role Role, parties []protocol.Party, now int64) *session {
+	s := &session{
+		id: id, role: role, parties: parties, startedAt: now, since: now, phase: PhaseNegotiating,
+		readys: make(map[int]*protocol.Ready), gen: make(map[TimerKind]uint64),
+		last: make(map[sign.AgentID]PartyActivity),
+	}
+	s.selfIdx = s.indexOf(e.self.ID)
+	return s
+}
+
+func (e *Engine) openSessions() int {
+	n := 0
+	for _, s := range e.sessions {
+		if s.final == "" {
+			n++
+		}
+	}
+	return n
+}
+
+// ---- timers ----
+
+func (e *Engine) arm(s *session, kind TimerKind, at int64, out *Output) {
+	s.gen[kind]++
+	out.Timers = append(out.Timers, Timer{Session: s.id, Kind: kind, At: at, Gen: s.gen[kind]})
+}
+
+// ---- sending ----
+
+func (e *Engine) send(out *Output, s *session, to sign.AgentID, typ string, body any) {
+	out.Send = append(out.Send, Outgoing{To: to, Type: typ, Session: s.id, Body: body, Expires: s.deadline})
+}
+
+func (e *Engine) sendOthers(out *Output, s *session, typ string, body any) {
+	for i, p := range s.parties {
+		if i != s.selfIdx {
+			e.send(out, s, p.ID, typ, body)
+		}
+	}
+}
+
+func (e *Engine) event(out *Output, s *session, kind EventKind, ev Event) {
+	ev.Kind, ev.Session, ev.Phase, ev.Round = kind, s.id, s.phase, s.round
+	out.Events = append(out.Events, ev)
+}
+
+// ---- start (initiator) ----
+
+func (e *Engine) start(now int64, st *Start, out *Output) error {
+	if !validSessionID(st.Session) {
+		return fmt.Errorf("negotiate: session ID %q must be 32 lower-case hex characters", st.Session)
+	}
+	if _, ok := e.sessions[st.Session]; ok {
+		return fmt.Errorf("negotiate: session %s already exists", st.Session)
+	}
+	if len(st.Parties) == 0 || st.Parties[0].ID != e.self.ID {
+		return fmt.Errorf("negotiate: the initiator must be the first party")
+	}
+	if err := checkParties(st.Parties); err != nil {
+		return fmt.Errorf("negotiate: propose: %v", err)
+	}
+	if st.Witness != nil {
+		return fmt.Errorf("negotiate: propose: witness mode is not available in this version")
+	}
+	terms, err := canonicalTerms(st.Terms)
+	if err != nil {
+		return err
+	}
+	if st.Deadline <= now {
+		return fmt.Errorf("negotiate: propose: the deadline has already passed")
+	}
+	maxRounds := st.MaxRounds
+	if maxRounds == 0 {
+		maxRounds = DefaultMaxRounds
+	}
+	if maxRounds > protocol.MaxRounds {
+		return fmt.Errorf("negotiate: propose: at most %d rounds, not %d", protocol.MaxRounds, maxRounds)
+	}
+	if e.openSessions() >= MaxOpenSessions {
+		return fmt.Errorf("negotiate: propose: %d sessions are open, the limit: wait for some to end", MaxOpenSessions)
+	}
+	s := e.newSession(st.Session, RoleInitiator, append([]protocol.Party(nil), st.Parties...), now)
+	s.deadline, s.maxRounds = st.Deadline, maxRounds
+	e.sessions[s.id] = s
+	e.arm(s, TimerDeadline, s.deadline, out)
+	e.proposeRound(now, s, terms, out)
+	return nil
+}
+
+func (e *Engine) proposeRound(now int64, s *session, terms cbor.RawMessage, out *Output) {
+	s.round++
+	s.terms = terms
+	s.termsHash = chain.Hash(sign.Hash(terms))
+	s.answers = make(map[int]any, len(s.parties))
+	s.counter = nil
+	body := &protocol.Propose{
+		Round: s.round, Parties: s.parties, Terms: terms, Deadline: s.deadline, MaxRounds: s.maxRounds,
+	}
+	e.sendOthers(out, s, protocol.TypePropose, body)
+	e.event(out, s, EvPhase, Event{Terms: terms})
+}
+
+// ---- receive ----
+
+func (e *Engine) receive(now int64, m *Received, out *Output) error {
+	if m.Type == protocol.TypeQuery || m.Type == protocol.TypePropose {
+		// may create a session
+	} else if _, ok := e.sessions[m.Session]; !ok {
+		return fmt.Errorf("negotiate: %s from %s: %w %s", m.Type, m.From.Short(), ErrUnknownSession, m.Session)
+	}
+	var err error
+	switch b := m.Body.(type) {
+	case *protocol.Propose:
+		err = e.onPropose(now, m, b, out)
+	case *protocol.Accept:
+		err = e.onAnswer(now, m, b.Round, b, out)
+	case *protocol.Counter:
+		err = e.onAnswer(now, m, b.Round, b, out)
+	case *protocol.Reject:
+		err = e.onReject(now, m, b, out)
+	case *protocol.Preflight:
+		err = e.onPreflight(now, m, b, out)
+	case *protocol.Ready:
+		err = e.onReady(now, m, b, out)
+	case *protocol.Refuse:
+		err = e.onRefuse(now, m, b, out)
+	case *protocol.Commit:
+		err = e.onCommit(now, m, b, out)
+	case *protocol.Abort:
+		err = e.onAbort(now, m, b, out)
+	case *protocol.Query:
+		err = e.onQuery(now, m, b, out)
+	case *protocol.Status:
+		err = e.onStatus(now, m, b, out)
+	default:
+		err = fmt.Errorf("negotiate: message type %q is not handled by sessions", m.Type)
+	}
+	if err == nil {
+		if s := e.sessions[m.Session]; s != nil {
+			s.last[m.From] = PartyActivity{Type: m.Type, At: now}
+		}
+	}
+	return err
+}
+
+func (e *Engine) sessionFrom(m *Received) (*session, int, error) {
+	s := e.sessions[m.Session]
+	if s == nil {
+		return nil, -1, fmt.Errorf("negotiate: %s: %w %s", m.Type, ErrUnknownSession, m.Session)
+	}
+	i := s.indexOf(m.From)
+	if i < 0 {
+		return nil, -1, fmt.Errorf("negotiate: %s from %s: not a party of session %s", m.Type, m.From.Short(), s.id)
+	}
+	return s, i, nil
+}
+
+func sameParties(a, b []protocol.Party) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].ID != b[i].ID || a[i].Scheme != b[i].Scheme || !bytes.Equal(a[i].Key, b[i].Key) {
+			return false
+		}
+	}
+	return true
+}
+
+// onPropose: participant receives a round.
+func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Output) error {
+	if !validSessionID(m.Session) {
+		return fmt.Errorf("negotiate: propose: bad session ID %q", m.Session)
+	}
+	if err := checkParties(p.Parties); err != nil {
+		return fmt.Errorf("negotiate: propose from %s: %v", m.From.Short(), err)
+	}
+	if p.Parties[0].ID != m.From {
+		return fmt.Errorf("negotiate: propose from %s: the sender is not the first party (the initiator)", m.From.Short())
+	}
+	if p.Witness != nil {
+		return fmt.Errorf("negotiate: propose from %s: witness mode is not available in this version", m.From.Short())
+	}
+	terms, err := canonicalTerms(p.Terms)
+	if err != nil {
+		return fmt.Errorf("negotiate: propose from %s: %w", m.From.Short(), err)
+	}
+	if p.Deadline <= now {
+		return fmt.Errorf("negotiate: propose from %s: the deadline has passed", m.From.Short())
+	}
+	if p.Round == 0 || p.MaxRounds == 0 || p.MaxRounds > protocol.MaxRounds || p.Round > p.MaxRounds {
+		return fmt.Errorf("negotiate: propose from %s: round %d of %d is out of range", m.From.Short(), p.Round, p.MaxRounds)
+	}
+	s := e.sessions[m.Session]
+	if s == nil {
+		self := -1
+		for i, q := range p.Parties {
+			if q.ID == e.self.ID {
+				self = i
+			}
+		}
+		if self < 1 {
+			return fmt.Errorf("negotiate: propose from %s: this agent is not a participant", m.From.Short())
+		}
+		if e.openSessions() >= MaxOpenSessions {
+			return fmt.Errorf("negotiate: propose from %s: %d sessions are open, the limit", m.From.Short(), MaxOpenSessions)
+		}
+		s = e.newSession(m.Session, RoleParticipant, p.Parties, now)
+		s.deadline, s.maxRounds = p.Deadline, p.MaxRounds
+		e.sessions[s.id] = s
+		e.arm(s, TimerDeadline, s.deadline, out)
+	} else {
+		if s.role != RoleParticipant || !sameParties(s.parties, p.Parties) || s.deadline != p.Deadline || s.maxRounds != p.MaxRounds {
+			return fmt.Errorf("negotiate: propose from %s: does not match session %s as first proposed", m.From.Short(), s.id)
+		}
+		if s.final != "" {
+			return fmt.Errorf("negotiate: propose from %s: session %s already ended (%s)", m.From.Short(), s.id, s.final)
+		}
+		if s.phase != PhaseNegotiating || p.Round <= s.round {
+			return fmt.Errorf("negotiate: propose from %s: stale round %d (session is at round %d, %s)", m.From.Short(), p.Round, s.round, s.phase)
+		}
+	}
+	s.round, s.terms, s.termsHash = p.Round, terms, chain.Hash(sign.Hash(terms))
+	s.pending, s.accepted = true, false
+	e.event(out, s, EvProposal, Event{From: m.From, Terms: terms})
+	return nil
+}
+
+// onAnswer: initiator receives an accept or counter for a round.
+func (e *Engine) onAnswer(now int64, m *Received, round uint32, body any, out *Output) error {
+	s, i, err := e.sessionFrom(m)
+	if err != nil {
+		return err
+	}
+	if s.role != RoleInitiator || i == 0 {
+		return fmt.Errorf("negotiate: %s from %s: only the initiator takes answers", m.Type, m.From.Short())
+	}
+	if s.final != "" || s.phase != PhaseNegotiating || s.counter != nil || round != s.round {
+		return fmt.Errorf("negotiate: %s from %s for round %d: out of turn (session at round %d, %s)", m.Type, m.From.Short(), round, s.round, s.phase)
+	}
+	if _, dup := s.answers[i]; dup {
+		return fmt.Errorf("negotiate: %s from %s: already answered round %d", m.Type, m.From.Short(), round)
+	}
+	switch b := body.(type) {
+	case *protocol.Accept:
+		if b.TermsHash != s.termsHash {
+			return fmt.Errorf("negotiate: accept from %s: terms hash does not match round %d", m.From.Short(), round)
+		}
+	case *protocol.Counter:
+		t, err := canonicalTerms(b.Terms)
+		if err != nil {
+			return fmt.Errorf("negotiate: counter from %s: %w", m.From.Short(), err)
+		}
+		b.Terms = t
+	}
+	s.answers[i] = body
+	if len(s.answers) < len(s.parties)-1 {
+		return nil
+	}
+	// Everyone answered this round.
+	for j := 1; j < len(s.parties); j++ {
+		if c, ok := s.answers[j].(*protocol.Counter); ok {
+			if s.round >= s.maxRounds {
+				e.rejectAll(now, s, fmt.Sprintf("round cap %d reached without agreement", s.maxRounds), out)
+				return nil
+			}
+			s.counter = &counterWait{from: s.parties[j].ID, terms: c.Terms}
+			e.event(out, s, EvCounter, Event{From: s.parties[j].ID, Terms: c.Terms})
+			return nil
+		}
+	}
+	e.beginSigning(now, s, out)
+	return nil
+}
+
+// rejectAll ends a negotiation (initiator): tells every participant.
+func (e *Engine) rejectAll(now int64, s *session, reason string, out *Output) {
+	e.sendOthers(out, s, protocol.TypeReject, &protocol.Reject{Round: s.round, Reason: reason})
+	e.finish(now, s, StateRejected, reason, out)
+}
+
+// abortAll ends a negotiation as aborted (initiator): deadline, abort, busy.
+func (e *Engine) abortAll(now int64, s *session, reason string, out *Output) {
+	e.sendOthers(out, s, protocol.TypeReject, &protocol.Reject{Round: s.round, Reason: reason, Aborted: true, Busy: s.busy})
+	e.finish(now, s, StateAborted, reason, out)
+}
+
+func (e *Engine) onReject(now int64, m *Received, r *protocol.Reject, out *Output) error {
+	s, i, err := e.sessionFrom(m)
+	if err != nil {
+		return err
+	}
+	if s.final != "" || s.phase != PhaseNegotiating {
+		return fmt.Errorf("negotiate: reject from %s: session %s is %s", m.From.Short(), s.id, phaseOrFinal(s))
+	}
+	reason := fmt.Sprintf("rejected by %s: %s", m.From.Short(), r.Reason)
+	if s.role == RoleInitiator {
+		if r.Round != s.round && !r.Aborted {
+			return fmt.Errorf("negotiate: reject from %s for round %d: session is at round %d", m.From.Short(), r.Round, s.round)
+		}
+		st := StateRejected
+		if r.Aborted {
+			st, reason = StateAborted, fmt.Sprintf("aborted by %s: %s", m.From.Short(), r.Reason)
+		}
+		for j := 1; j < len(s.parties); j++ {
+			if j != i {
+				e.send(out, s, s.parties[j].ID, protocol.TypeReject, &protocol.Reject{Round: s.round, Reason: reason, Aborted: r.Aborted})
+			}
+		}
+		e.finish(now, s, st, reason, out)
+		return nil
+	}
+	if i != 0 {
+		return fmt.Errorf("negotiate: reject from %s: only the initiator may end a session for all", m.From.Short())
+	}
+	if r.Aborted {
+		s.busy = r.Busy
+		e.finish(now, s, StateAborted, r.Reason, out)
+		return nil
+	}
+	e.finish(now, s, StateRejected, r.Reason, out)
+	return nil
+}
+
+func phaseOrFinal(s *session) string {
+	if s.final != "" {
+		return string(s.final)
+	}
+	return string(s.phase)
+}
+
+// ---- decisions ----
+
+func (e *Engine) decide(now int64, d *Decision, out *Output) error {
+	s := e.sessions[d.Session]
+	if s == nil {
+		return fmt.Errorf("negotiate: %s: %w %s", d.Action, ErrUnknownSession, d.Session)
+	}
+	if s.final != "" {
+		return fmt.Errorf("negotiate: %s: session %s already ended (%s)", d.Action, s.id, s.final)
+	}
+	if d.Action == ActAbort {
+		return e.abortLocal(now, s, d.Reason, out)
+	}
+	if len(d.Reason) > protocol.MaxReasonBytes {
+		return fmt.Errorf("negotiate: reason is %d bytes, the limit is %d", len(d.Reason), protocol.MaxReasonBytes)
+	}
+	if s.role == RoleParticipant {
+		if !s.pending {
+			return fmt.Errorf("negotiate: %s session %s: %w (round %d already answered)", d.Action, s.id, ErrNotYourTurn, s.round)
+		}
+		init := s.initiator()
+		switch d.Action {
+		case ActAccept:
+			e.send(out, s, init, protocol.TypeAccept, &protocol.Accept{Round: s.round, TermsHash: s.termsHash})
+			s.pending, s.accepted = false, true
+		case ActReject:
+			e.send(out, s, init, protocol.TypeReject, &protocol.Reject{Round: s.round, Reason: d.Reason})
+			e.finish(now, s, StateRejected, "rejected here: "+d.Reason, out)
+		case ActCounter:
+			t, err := canonicalTerms(d.Terms)
+			if err != nil {
+				return err
+			}
+			e.send(out, s, init, protocol.TypeCounter, &protocol.Counter{Round: s.round, Terms: t})
+			s.pending = false
+		default:
+			return fmt.Errorf("negotiate: unknown action %q: use accept, reject, counter or abort", d.Action)
+		}
+		return nil
+	}
+	// initiator
+	if s.counter == nil {
+		return fmt.Errorf("negotiate: %s session %s: %w (no counter is waiting)", d.Action, s.id, ErrNotYourTurn)
+	}
+	switch d.Action {
+	case ActAccept:
+		e.proposeRound(now, s, s.counter.terms, out)
+	case ActCounter:
+		t, err := canonicalTerms(d.Terms)
+		if err != nil {
+			return err
+		}
+		e.proposeRound(now, s, t, out)
+	case ActReject:
+		e.rejectAll(now, s, d.Reason, out)
+	default:
+		return fmt.Errorf("negotiate: unknown action %q: use accept, reject, counter or abort", d.Action)
+	}
+	return nil
+}
+
+// abortLocal aborts where it is still safe: before this agent signed.
+func (e *Engine) abortLocal(now int64, s *session, reason string, out *Output) error {
+	if s.vote == voteSigned {
+		return fmt.Errorf("negotiate: abort session %s: %w: this agent has sent its signature; it waits for a commit or abort certificate from %s", s.id, ErrUnsafeAbort, joinIDs(e.waitingOn(s)))
+	}
+	if reason == "" {
+		reason = "aborted by " + e.self.ID.Short()
+	}
+	if s.role == RoleInitiator {
+		e.abortAll(now, s, reason, out)
+		return nil
+	}
+	e.send(out, s, s.initiator(), protocol.TypeReject, &protocol.Reject{Round: s.round, Reason: reason, Aborted: true})
+	e.finish(now, s, StateAborted, reason, out)
+	return nil
+}
+
+// ---- phase 2: lock and sign ----
+
+func (e *Engine) beginSigning(now int64, s *session, out *Output) {
+	a := &protocol.Agreement{
+		Session: s.id, Round: s.round, Terms: s.terms, TermsHash: s.termsHash,
+		Parties: s.parties, Deadline: s.deadline, Timestamp: now,
+	}
+	s.agreement, s.ah = a, AgreementHash(a)
+	if e.lock != nil && e.lock.Session != s.id {
+		s.busy = true
+		e.abortAll(now, s, fmt.Sprintf("initiator %s is busy: its chain is locked by session %s", e.self.ID.Short(), e.lock.Session), out)
+		return
+	}
+	e.signAndSend(now, s, out, func() {
+		e.sendOthers(out, s, protocol.TypePreflight, &protocol.Preflight{Agreement: *a, AgreementHash: s.ah})
+	})
+}
+
+// signAndSend takes the lock and records the signed vote in one durable
+// write, then sends the Ready to every party.
+func (e *Engine) signAndSend(now int64, s *session, out *Output, before func()) {
+	s.head = e.head
+	sig := signStatement(e.key, s.agreement, s.ah, s.head)
+	ready := &protocol.Ready{AgreementHash: s.ah, Head: s.head, Signature: sig}
+	s.vote = voteSigned
+	s.readys[s.selfIdx] = ready
+	s.phase, s.since = PhaseSigning, now
+	lock := &chain.Lock{Session: s.id, Since: now, Parties: partyIDs(s.parties)}
+	e.lock = lock
+	head := s.head
+	out.Persist = append(out.Persist, chain.Write{
+		Session: s.id, AcquireLock: lock, ExpectHead: &head, Checkpoint: e.checkpoint(s),
+	})
+	if before != nil {
+		before()
+	}
+	e.sendOthers(out, s, protocol.TypeReady, ready)
+	e.event(out, s, EvPhase, Event{})
+	s.resolveDelay = e.cfg.ResolveInitialMillis
+	e.arm(s, TimerResolve, now+s.resolveDelay, out)
+	e.maybeCommit(now, s, out)
+}
+
+func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out *Output) error {
+	s, i, err := e.sessionFrom(m)
+	if err != nil {
+		return err
+	}
+	if s.role != RoleParticipant || i != 0 {
+		return fmt.Errorf("negotiate: preflight from %s: only the initiator sends a preflight", m.From.Short())
+	}
+	ah := AgreementHash(&p.Agreement)
+	if ah != p.AgreementHash {
+		return fmt.Errorf("negotiate: preflight from %s: agreement hash does not match the agreement", m.From.Short())
+	}
+	if s.agreement != nil {
+		if ah != s.ah {
+			e.event(out, s, EvViolation, Event{From: m.From, Reason: "initiator sent two different agreements for one session"})
+			return fmt.Errorf("negotiate: preflight from %s: a different agreement for session %s (equivocation)", m.From.Short(), s.id)
+		}
+		e.answerFinalOrReady(s, m.From, out) // a retransmission
+		return nil
+	}
+	if s.final != "" {
+		// Ended before this agent signed (expired, aborted): refuse it.
+		_, had := s.refusals[ah]
+		cert := e.refusalFor(now, s, ah, "session "+string(s.final)+" here: "+s.reason, false, "")
+		if !had {
+			out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
+		}
+		out.Send = append(out.Send, Outgoing{To: m.From, Session: s.id, Frame: cert})
+		return nil
+	}
+	a := &p.Agreement
+	s.agreement, s.ah = a, ah
+	switch {
+	case a.Session != s.id || a.Round != s.round || a.TermsHash != s.termsHash || !bytes.Equal(a.Terms, s.terms) ||
+		!sameParties(a.Parties, s.parties) || a.Deadline != s.deadline || a.Witness != nil:
+		e.refuse(now, s, "the preflight's agreement is not the terms this agent saw in that round", false, "", out)
+	case !s.accepted:
+		e.refuse(now, s, fmt.Sprintf("this agent did not accept round %d", s.round), false, "", out)
+	case now >= s.deadline:
+		e.refuse(now, s, "the deadline has passed", false, "", out)
+	case e.lock != nil && e.lock.Session != s.id:
+		e.refuse(now, s, fmt.Sprintf("chain is locked by session %s", e.lock.Session), true, e.lock.Session, out)
+	default:
+		if e.cfg.SignCheck != nil {
+			if err := e.cfg.SignCheck(a); err != nil {
+				e.refuse(now, s, "check before signing failed: "+err.Error(), false, "", out)
+				break
+			}
+		}
+		if r := e.earlyRefusal(s); r != nil {
+			// Another party already refused: the session can never commit.
+			e.abortWithCert(now, s, r.Raw, "refused by "+r.From.Short(), false, out)
+			break
+		}
+		e.signAndSend(now, s, out, nil)
+		for _, r := range s.early {
+			if rd, ok := r.Body.(*protocol.Ready); ok && s.final == "" {
+				_ = e.onReady(now, r, rd, out)
+			}
+		}
+	}
+	s.early = nil
+	return nil
+}
+
+func (e *Engine) earlyRefusal(s *session) *Received {
+	for _, r := range s.early {
+		if rf, ok := r.Body.(*protocol.Refuse); ok && rf.AgreementHash == s.ah {
+			return r
+		}
+	}
+	return nil
+}
+
+// refusalFor returns this agent's signed refusal of agreement ah in
+// session s, creating it (and recording the refused vote) if needed. The
+// caller persists the checkpoint. The signed frame is an abort certificate.
+func (e *Engine) refusalFor(now int64, s *session, ah chain.Hash, reason string, busy bool, lockedBy string) []byte {
+	if s.vote == voteSigned {
+		panic("negotiate: refuse after signing") // invariant: a party signs or refuses, never both
+	}
+	if cert, ok := s.refusals[ah]; ok {
+		return cert
+	}
+	body := &protocol.Refuse{AgreementHash: ah, Reason: reason, Busy: busy, LockedBy: lockedBy}
+	cert, err := sealCertificate(e.key, protocol.TypeRefuse, s.id, body, now)
+	if err != nil {
+		panic(fmt.Sprintf("negotiate: seal refusal: %v", err)) // our own well-formed message
+	}
+	if s.refusals == nil {
+		s.refusals = make(map[chain.Hash][]byte)
+	}
+	s.refusals[ah] = cert
+	s.vote = voteRefused
+	return cert
+}
+
+// refuse records a durable refusal of the session's agreement, ends the
+// session and sends the refusal to every party.
+func (e *Engine) refuse(now int64, s *session, reason string, busy bool, lockedBy string, out *Output) {
+	cert := e.refusalFor(now, s, s.ah, reason, busy, lockedBy)
+	s.busy, s.abortCert = busy, cert
+	e.finishState(now, s, StateAborted, reason)
+	out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
+	for i, p := range s.parties {
+		if i != s.selfIdx {
+			out.Send = append(out.Send, Outgoing{To: p.ID, Session: s.id, Frame: cert})
+		}
+	}
+	e.reportFinal(s, out)
+}
+
+func (e *Engine) onReady(now int64, m *Received, r *protocol.Ready, out *Output) error {
+	s, i, err := e.sessionFrom(m)
+	if err != nil {
+		return err
+	}
+	if s.agreement == nil {
+		if s.final == "" && len(s.early) < 2*len(s.parties) {
+			s.early = append(s.early, m)
+		}
+		return nil
+	}
+	if r.AgreementHash != s.ah {
+		e.event(out, s, EvViolation, Event{From: m.From, Reason: "ready for another agreement of this session"})
+		return fmt.Errorf("negotiate: ready from %s: for another agreement of session %s", m.From.Short(), s.id)
+	}
+	if err := verifyStatement(s.parties[i], s.agreement, s.ah, r.Head, r.Signature); err != nil {
+		return fmt.Errorf("negotiate: ready from %s: %w", m.From.Short(), err)
+	}
+	if have := s.readys[i]; have != nil {
+		if have.Head != r.Head || !bytes.Equal(have.Signature, r.Signature) {
+			e.event(out, s, EvViolation, Event{From: m.From, Reason: "party signed twice with different heads or signatures"})
+		}
+		return nil
+	}
+	s.readys[i] = r
+	if s.final == "" {
+		e.maybeCommit(now, s, out)
+	}
+	return nil
+}
+
+// maybeCommit commits once this agent signed and holds every signature.
+func (e *Engine) maybeCommit(now int64, s *session, out *Output) {
+	if s.vote != voteSigned || s.final != "" || len(s.readys) < len(s.parties) {
+		return
+	}
+	rec := &protocol.Record{Agreement: *s.agreement}
+	for i := range s.parties {
+		rec.Heads = append(rec.Heads, s.readys[i].Head)
+		rec.Signatures = append(rec.Signatures, s.readys[i].Signature)
+	}
+	e.commitRecord(now, s, rec, out)
+}
+
+func (e *Engine) commitRecord(now int64, s *session, rec *protocol.Record, out *Output) {
+	receipt := encode(rec)
+	entry, err := chain.NewEntryAt(e.key, s.head, KindAgreement, cbor.RawMessage(receipt), rec.Agreement.Timestamp)
+	if err != nil {
+		panic(fmt.Sprintf("negotiate: build agreement entry: %v", err)) // our own verified record
+	}
+	h := entry.Hash()
+	s.receipt, s.recordHash = receipt, RecordHash(rec)
+	e.finishState(now, s, StateCommitted, "")
+	out.Persist = append(out.Persist, chain.Write{
+		Session: s.id, Append: entry, ReleaseLock: true, Checkpoint: e.checkpoint(s),
+	})
+	e.head = chain.Head{Seq: entry.Seq, Hash: h}
+	e.lock = nil
+	if s.role == RoleInitiator {
+		e.sendOthers(out, s, protocol.TypeCommit, &protocol.Commit{Record: *rec})
+	}
+	e.reportFinal(s, out)
+}
+
+func (e *Engine) onRefuse(now int64, m *Received, r *protocol.Refuse, out *Output) error {
+	s, _, err := e.sessionFrom(m)
+	if err != nil {
+		return err
+	}
+	if len(m.Raw) == 0 {
+		return fmt.Errorf("negotiate: refuse from %s: no signed frame to keep as certificate", m.From.Short())
+	}
+	if s.agreement == nil {
+		if s.final == "" && len(s.early) < 2*len(s.parties) {
+			s.early = append(s.early, m)
+		}
+		return nil
+	}
+	if r.AgreementHash != s.ah {
+		return fmt.Errorf("negotiate: refuse from %s: for another agreement of session %s", m.From.Short(), s.id)
+	}
+	if s.final == StateCommitted {
+		e.event(out, s, EvViolation, Event{From: m.From, Reason: "party refused a session it had signed"})
+		return nil
+	}
+	if s.final != "" {
+		return nil
+	}
+	e.abortWithCert(now, s, m.Raw, fmt.Sprintf("refused by %s: %s", m.From.Short(), r.Reason), r.Busy, out)
+	return nil
+}
+
+// abortWithCert ends a session by an abort certificate and releases the lock.
+func (e *Engine) abortWithCert(now int64, s *session, cert []byte, reason string, busy bool, out *Output) {
+	s.abortCert, s.busy = cert, busy
+	wasSigned := s.vote == voteSigned
+	e.finishState(now, s, StateAborted, reason)
+	w := chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)}
+	if wasSigned && e.lock != nil && e.lock.Session == s.id {
+		w.ReleaseLock = true
+		e.lock = nil
+	}
+	out.Persist = append(out.Persist, w)
+	if s.role == RoleInitiator {
+		e.sendOthers(out, s, protocol.TypeAbort, &protocol.Abort{Certificate: cert})
+	}
+	e.reportFinal(s, out)
+}
+
+func (e *Engine) onCommit(now int64, m *Received, c *protocol.Commit, out *Output) error {
+	s, _, err := e.sessionFrom(m)
+	if err != nil {
+		return err
+	}
+	if s.final == StateCommitted {
+		return nil
+	}
+	rec := &c.Record
+	if err := VerifyRecord(rec); err != nil {
+		return fmt.Errorf("negotiate: commit from %s: %w", m.From.Short(), err)
+	}
+	if !sameParties(rec.Agreement.Parties, s.parties) || rec.Agreement.Session != s.id {
+		return fmt.Errorf("negotiate: commit from %s: record is for other parties or another session", m.From.Short())
+	}
+	ah := AgreementHash(&rec.Agreement)
+	if s.vote != voteSigned || ah != s.ah || rec.Heads[s.selfIdx] != s.head {
+		// A valid record needs this agent's signature, which it only gives
+		// after a durable signed vote for exactly this agreement and head.
+		e.event(out, s, EvViolation, Event{From: m.From, Reason: "commit certificate this agent never signed for"})
+		return fmt.Errorf("negotiate: commit from %s: this agent did not sign that agreement at that head", m.From.Short())
+	}
+	if s.final == StateAborted {
+		e.event(out, s, EvViolation, Event{From: m.From, Reason: "commit certificate for an aborted session"})
+		return nil
+	}
+	e.commitRecord(now, s, rec, out)
+	return nil
+}
+
+func (e *Engine) onAbort(now int64, m *Received, a *protocol.Abort, out *Output) error {
+	s, _, err := e.sessionFrom(m)
+	if err != nil {
+		return err
+	}
+	if s.final != "" && s.final != StateCommitted {
+		return nil
+	}
+	from, rf, err := openRefusal(a.Certificate, s)
+	if err != nil {
+		return fmt.Errorf("negotiate: abort from %s: %w", m.From.Short(), err)
+	}
+	if s.agreement == nil {
+		if s.final == "" {
+			s.early = append(s.early, &Received{From: from, Type: protocol.TypeRefuse, Session: s.id, Body: rf, Raw: a.Certificate})
+		}
+		return nil
+	}
+	if rf.AgreementHash != s.ah {
+		return fmt.Errorf("negotiate: abort from %s: certificate for another agreement", m.From.Short())
+	}
+	if s.final == StateCommitted {
+		e.event(out, s, EvViolation, Event{From: from, Reason: "abort certificate for a committed session"})
+		return nil
+	}
+	e.abortWithCert(now, s, a.Certificate, fmt.Sprintf("refused by %s: %s", from.Short(), rf.Reason), rf.Busy, out)
+	return nil
+}
+
+// ---- resolution ----
+
+func (e *Engine) onQuery(now int64, m *Received, q *protocol.Query, out *Output) error {
+	s := e.sessions[m.Session]
+	if s == nil {
+		if !validSessionID(m.Session) {
+			return fmt.Errorf("negotiate: query: bad session ID %q", m.Session)
+		}
+		if e.tombstones() >= maxTombstones {
+			return fmt.Errorf("negotiate: query from %s: too many unknown sessions refused", m.From.Short())
+		}
+		// This agent never signed this session (it would hold a durable
+		// checkpoint): refuse it durably, so it never signs it later.
+		s = e.newSession(m.Session, RoleParticipant, nil, now)
+		s.tombstone = true
+		e.sessions[s.id] = s
+		e.finishState(now, s, StateAborted, "unknown session: this agent never signed it")
+	}
+	if !s.tombstone && s.indexOf(m.From) < 0 {
+		return fmt.Errorf("negotiate: query from %s: not a party of session %s", m.From.Short(), s.id)
+	}
+	switch {
+	case s.final == StateCommitted:
+		rec, err := DecodeRecord(s.receipt)
+		if err != nil {
+			return err
+		}
+		e.send(out, s, m.From, protocol.TypeCommit, &protocol.Commit{Record: *rec})
+	case s.vote == voteSigned && len(s.abortCert) > 0:
+		e.send(out, s, m.From, protocol.TypeAbort, &protocol.Abort{Certificate: s.abortCert})
+	case s.vote == voteSigned:
+		e.send(out, s, m.From, protocol.TypeStatus, &protocol.Status{State: string(PhaseSigning), Ready: s.readys[s.selfIdx]})
+	case s.agreement == nil && s.accepted && s.final == "" && now < s.deadline:
+		// The preflight may still be on its way: not yet.
+		e.send(out, s, m.From, protocol.TypeStatus, &protocol.Status{State: string(PhaseNegotiating)})
+	default:
+		// Not signed and never going to: a durable refusal ends it for all.
+		if s.agreement != nil && q.AgreementHash != s.ah {
+			return fmt.Errorf("negotiate: query from %s: for another agreement of session %s", m.From.Short(), s.id)
+		}
+		_, had := s.refusals[q.AgreementHash]
+		cert := e.refusalFor(now, s, q.AgreementHash, "this agent did not sign this session and will not", false, "")
+		wasOpen := s.final == ""
+		if wasOpen {
+			s.abortCert = cert
+			e.finishState(now, s, StateAborted, "refused after the deadline")
+		}
+		if !had {
+			out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
+		}
+		e.send(out, s, m.From, protocol.TypeAbort, &protocol.Abort{Certificate: cert})
+		if wasOpen {
+			e.reportFinal(s, out)
+		}
+	}
+	return nil
+}
+
+func (e *Engine) tombstones() int {
+	n := 0
+	for _, s := range e.sessions {
+		if s.tombstone {
+			n++
+		}
+	}
+	return n
+}
+
+func (e *Engine) onStatus(now int64, m *Received, st *protocol.Status, out *Output) error {
+	if st.Ready == nil {
+		return nil
+	}
+	return e.onReady(now, m, st.Ready, out)
+}
+
+// answerFinalOrReady re-sends what a peer may have missed.
+func (e *Engine) answerFinalOrReady(s *session, to sign.AgentID, out *Output) {
+	switch {
+	case s.final == StateCommitted:
+		if rec, err := DecodeRecord(s.receipt); err == nil {
+			e.send(out, s, to, protocol.TypeCommit, &protocol.Commit{Record: *rec})
+		}
+	case len(s.abortCert) > 0:
+		e.send(out, s, to, protocol.TypeAbort, &protocol.Abort{Certificate: s.abortCert})
+	case s.vote == voteSigned:
+		e.send(out, s, to, protocol.TypeReady, s.readys[s.selfIdx])
+	}
+}
+
+func (e *Engine) timer(now int64, t *Timer, out *Output) {
+	s := e.sessions[t.Session]
+	if s == nil || s.gen[t.Kind] != t.Gen || s.final != "" {
+		return
+	}
+	switch t.Kind {
+	case TimerDeadline:
+		if s.phase != PhaseNegotiating {
+			return // after signing only a certificate ends the session
+		}
+		reason := "deadline passed"
+		if w := e.waitingOn(s); len(w) > 0 {
+			reason += " waiting for " + joinIDs(w)
+		}
+		if s.role == RoleInitiator {
+			e.abortAll(now, s, reason, out)
+			return
+		}
+		// A participant that never saw a preflight holds no lock. If the
+		// initiator signed, its queries get a durable refusal (onQuery).
+		e.finish(now, s, StateAborted, reason, out)
+	case TimerResolve:
+		if s.vote != voteSigned {
+			return
+		}
+		for i, p := range s.parties {
+			if i != s.selfIdx {
+				e.send(out, s, p.ID, protocol.TypeQuery, &protocol.Query{AgreementHash: s.ah})
+			}
+		}
+		s.resolveDelay *= 2
+		if s.resolveDelay > e.cfg.ResolveMaxMillis {
+			s.resolveDelay = e.cfg.ResolveMaxMillis
+		}
+		e.arm(s, TimerResolve, now+s.resolveDelay, out)
+	}
+}
+
+// resume re-sends and re-arms what resumed signed sessions need.
+func (e *Engine) resume(now int64, out *Output) {
+	for _, id := range e.sortedIDs() {
+		s := e.sessions[id]
+		if s.final != "" || s.vote != voteSigned {
+			continue
+		}
+		e.sendOthers(out, s, protocol.TypeReady, s.readys[s.selfIdx])
+		s.resolveDelay = e.cfg.ResolveInitialMillis
+		e.arm(s, TimerResolve, now+s.resolveDelay, out)
+	}
+}
+
+func (e *Engine) sortedIDs() []string {
+	ids := make([]string, 0, len(e.sessions))
+	for id := range e.sessions {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// ---- endings ----
+
+func (e *Engine) finishState(now int64, s *session, st State, reason string) {
+	s.final, s.reason, s.phase, s.since = st, reason, PhaseDone, now
+	s.pending, s.counter, s.early = false, nil, nil
+}
+
+// finish ends a session that holds no lock and needs no durable write.
+func (e *Engine) finish(now int64, s *session, st State, reason string, out *Output) {
+	e.finishState(now, s, st, reason)
+	e.reportFinal(s, out)
+}
+
+func (e *Engine) reportFinal(s *session, out *Output) {
+	kind := EvAborted
+	switch s.final {
+	case StateCommitted:
+		kind = EvCommitted
+	case StateRejected:
+		kind = EvRejected
+	}
+	e.event(out, s, kind, Event{Reason: s.reason, Outcome: s.outcome()})
+}
+
+func (s *session) outcome() *Outcome {
+	if s.final == "" {
+		return nil
+	}
+	return &Outcome{
+		State: s.final, Session: s.id, Round: s.round, RecordHash: s.recordHash, Reason: s.reason,
+		Busy: s.busy, Receipt: s.receipt, AbortCertificate: s.abortCert,
+	}
+}
+
+// waitingOn lists the parties this agent still waits for.
+func (e *Engine) waitingOn(s *session) []sign.AgentID {
+	var w []sign.AgentID
+	switch {
+	case s.final != "":
+	case s.phase == PhaseSigning:
+		for i, p := range s.parties {
+			if s.readys[i] == nil {
+				w = append(w, p.ID)
+			}
+		}
+	case s.role == RoleInitiator && s.counter != nil:
+		w = append(w, e.self.ID)
+	case s.role == RoleInitiator:
+		for i := 1; i < len(s.parties); i++ {
+			if _, ok := s.answers[i]; !ok {
+				w = append(w, s.parties[i].ID)
+			}
+		}
+	case s.pending:
+		w = append(w, e.self.ID)
+	default:
+		w = append(w, s.initiator())
+	}
+	return w
+}
+
+func joinIDs(ids []sign.AgentID) string {
+	if len(ids) == 0 {
+		return "nobody"
+	}
+	b := make([]byte, 0, 16*len(ids))
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, id.Short()...)
+	}
+	return string(b)
+}
+
+func validSessionID(id string) bool {
+	if len(id) != 32 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
