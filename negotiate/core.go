@@ -117,6 +117,8 @@ type Input struct {
 	Message  *Received
 	Timer    *Timer
 	Decision *Decision
+	// Unreachable reports a failed delivery.
+	Unreachable *Unreachable
 	// Resume asks the engine for the outputs that restart resumed sessions
 	// (timers, queries); feed it once after NewEngine.
 	Resume bool
@@ -291,6 +293,8 @@ func (e *Engine) Step(in Input) Output {
 		e.timer(in.Now, in.Timer, &out)
 	case in.Decision != nil:
 		out.Err = e.decide(in.Now, in.Decision, &out)
+	case in.Unreachable != nil:
+		e.unreachable(in.Now, in.Unreachable, &out)
 	case in.Resume:
 		e.resume(in.Now, &out)
 	}
