@@ -25,27 +25,6 @@ func sealCertificate(key *sign.PrivateKey, typ, session string, body any, now in
 	})
 }
 
-// openRefusal verifies an abort certificate for session s: a signed Refuse
-// by one of its parties.
-func openRefusal(cert []byte, s *session) (sign.AgentID, *protocol.Refuse, error) {
-	env, err := protocol.OpenCertificate(cert)
-	if err != nil {
-		return "", nil, fmt.Errorf("abort certificate: %w", err)
-	}
-	rf, ok := env.Body.(*protocol.Refuse)
-	if !ok || env.Msg.Type != protocol.TypeRefuse {
-		return "", nil, fmt.Errorf("abort certificate is a %q message, not a refusal", env.Msg.Type)
-	}
-	if env.Msg.Session != s.id {
-		return "", nil, fmt.Errorf("abort certificate is for session %s, not %s", env.Msg.Session, s.id)
-	}
-	i := s.indexOf(env.Msg.From)
-	if i < 0 || !s.parties[i].ID.Matches(env.Key) {
-		return "", nil, fmt.Errorf("abort certificate is signed by %s, not a party", env.Msg.From.Short())
-	}
-	return env.Msg.From, rf, nil
-}
-
 // openDecision verifies a witness decision frame.
 func openDecision(frame []byte, witness protocol.Party, session string, ah [32]byte) (*protocol.Decision, error) {
 	env, err := protocol.OpenCertificate(frame)

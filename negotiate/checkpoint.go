@@ -75,6 +75,7 @@ func restoreSession(e *Engine, id string, b []byte) (*session, error) {
 		s.ah = AgreementHash(s.agreement)
 		s.terms, s.termsHash = s.agreement.Terms, s.agreement.TermsHash
 		s.accepted = true
+		s.witness = s.agreement.Witness
 	}
 	if len(cp.Refusals) > 0 {
 		s.refusals = make(map[chain.Hash][]byte, len(cp.Refusals))
@@ -92,6 +93,8 @@ func restoreSession(e *Engine, id string, b []byte) (*session, error) {
 			}
 			s.recordHash = RecordHash(rec)
 		}
+	case s.role == RoleWitness && s.agreement != nil:
+		s.phase = PhaseSigning
 	case s.vote == voteSigned:
 		if cp.Ready == nil || s.agreement == nil || s.selfIdx < 0 {
 			return nil, fmt.Errorf("signed checkpoint without its agreement or signature")

@@ -421,3 +421,54 @@ func TestCoreParticipantCrashBeforeSigningAborts(t *testing.T) {
 		t.Fatal("c holds a lock")
 	}
 }
+
+func (n *coreNet) proposeWitnessed(init *coreNode, others []*coreNode, w *coreNode, tm cbor.RawMessage) string {
+	id := protocol.NewSessionID()
+	parties := []protocol.Party{n.party(init)}
+	for _, o := range others {
+		parties = append(parties, n.party(o))
+	}
+	wp := n.party(w)
+	out := n.step(init, Input{Start: &Start{Session: id, Parties: parties, Terms: tm, Deadline: n.now + 30_000, Witness: &wp}})
+	if out.Err != nil {
+		n.t.Fatalf("start: %v", out.Err)
+	}
+	return id
+}
+
+func TestCoreWitness(t *testing.T) {
+	t.Run("commit", func(t *testing.T) {
+		n := newCoreNet(t, "a", "b", "c", "w")
+		a, b, c, w := n.nodes[0], n.nodes[1], n.nodes[2], n.nodes[3]
+		b.policy, c.policy = acceptAll, acceptAll
+		id := n.proposeWitnessed(a, []*coreNode{b, c}, w, terms(t, map[string]any{"x": 1}))
+		n.run(60_000)
+		n.checkInvariants(id, []*coreNode{a, b, c}, StateCommitted)
+		if o := w.outcomes[id]; o == nil || o.State != StateCommitted {
+			t.Fatalf("witness outcome %+v", o)
+		}
+		rec, err := DecodeRecord(a.outcomes[id].Receipt)
+		if err != nil || len(rec.WitnessDecision) == 0 {
+			t.Fatalf("record lacks the witness decision: %v", err)
+		}
+	})
+	t.Run("abort after the window when a party never signs", func(t *testing.T) {
+		n := newCoreNet(t, "a", "b", "c", "w")
+		a, b, c, w := n.nodes[0], n.nodes[1], n.nodes[2], n.nodes[3]
+		b.policy, c.policy = acceptAll, acceptAll
+		// c goes down for good after accepting: with a witness, a and b
+		// still end (abort) once the window passes.
+		n.drop = func(from, to *coreNode, typ string) bool {
+			if to == c && typ == protocol.TypePreflight {
+				c.down = true
+			}
+			return to == c && c.down
+		}
+		id := n.proposeWitnessed(a, []*coreNode{b, c}, w, terms(t, map[string]any{"x": 1}))
+		n.run(120_000)
+		n.checkInvariants(id, []*coreNode{a, b}, StateAborted)
+		if o := w.outcomes[id]; o == nil || o.State != StateAborted {
+			t.Fatalf("witness outcome %+v", o)
+		}
+	})
+}

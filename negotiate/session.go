@@ -30,6 +30,7 @@ type Role string
 const (
 	RoleInitiator   Role = "initiator"
 	RoleParticipant Role = "participant"
+	RoleWitness     Role = "witness"
 )
 
 type vote string
@@ -168,7 +169,14 @@ func (e *Engine) start(now int64, st *Start, out *Output) error {
 		return fmt.Errorf("negotiate: propose: %v", err)
 	}
 	if st.Witness != nil {
-		return fmt.Errorf("negotiate: propose: witness mode is not available in this version")
+		if _, err := st.Witness.PublicKey(); err != nil {
+			return fmt.Errorf("negotiate: propose: witness: %v", err)
+		}
+		for _, p := range st.Parties {
+			if p.ID == st.Witness.ID {
+				return fmt.Errorf("negotiate: propose: the witness %s cannot also be a party", p.ID.Short())
+			}
+		}
 	}
 	terms, err := canonicalTerms(st.Terms)
 	if err != nil {
@@ -188,7 +196,7 @@ func (e *Engine) start(now int64, st *Start, out *Output) error {
 		return fmt.Errorf("negotiate: propose: %d sessions are open, the limit: wait for some to end", MaxOpenSessions)
 	}
 	s := e.newSession(st.Session, RoleInitiator, append([]protocol.Party(nil), st.Parties...), now)
-	s.deadline, s.maxRounds = st.Deadline, maxRounds
+	s.deadline, s.maxRounds, s.witness = st.Deadline, maxRounds, st.Witness
 	e.sessions[s.id] = s
 	e.arm(s, TimerDeadline, s.deadline, out)
 	e.proposeRound(now, s, terms, out)
@@ -202,7 +210,7 @@ func (e *Engine) proposeRound(now int64, s *session, terms cbor.RawMessage, out 
 	s.answers = make(map[int]any, len(s.parties))
 	s.counter = nil
 	body := &protocol.Propose{
-		Round: s.round, Parties: s.parties, Terms: terms, Deadline: s.deadline, MaxRounds: s.maxRounds,
+		Round: s.round, Parties: s.parties, Terms: terms, Deadline: s.deadline, MaxRounds: s.maxRounds, Witness: s.witness,
 	}
 	e.sendOthers(out, s, protocol.TypePropose, body)
 	e.event(out, s, EvPhase, Event{Terms: terms})
@@ -213,8 +221,13 @@ func (e *Engine) proposeRound(now int64, s *session, terms cbor.RawMessage, out 
 func (e *Engine) receive(now int64, m *Received, out *Output) error {
 	if m.Type == protocol.TypeQuery || m.Type == protocol.TypePropose {
 		// may create a session
+	} else if pf, ok := m.Body.(*protocol.Preflight); ok && pf.Agreement.Witness != nil && pf.Agreement.Witness.ID == e.self.ID {
+		// may create a witness session
 	} else if _, ok := e.sessions[m.Session]; !ok {
 		return fmt.Errorf("negotiate: %s from %s: %w %s", m.Type, m.From.Short(), ErrUnknownSession, m.Session)
+	}
+	if s := e.sessions[m.Session]; (s != nil && s.role == RoleWitness) || (s == nil && m.Type == protocol.TypePreflight) {
+		return e.witnessReceive(now, m, out)
 	}
 	var err error
 	switch b := m.Body.(type) {
@@ -286,9 +299,6 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 	if p.Parties[0].ID != m.From {
 		return fmt.Errorf("negotiate: propose from %s: the sender is not the first party (the initiator)", m.From.Short())
 	}
-	if p.Witness != nil {
-		return fmt.Errorf("negotiate: propose from %s: witness mode is not available in this version", m.From.Short())
-	}
 	terms, err := canonicalTerms(p.Terms)
 	if err != nil {
 		return fmt.Errorf("negotiate: propose from %s: %w", m.From.Short(), err)
@@ -314,11 +324,11 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 			return fmt.Errorf("negotiate: propose from %s: %d sessions are open, the limit", m.From.Short(), MaxOpenSessions)
 		}
 		s = e.newSession(m.Session, RoleParticipant, p.Parties, now)
-		s.deadline, s.maxRounds = p.Deadline, p.MaxRounds
+		s.deadline, s.maxRounds, s.witness = p.Deadline, p.MaxRounds, p.Witness
 		e.sessions[s.id] = s
 		e.arm(s, TimerDeadline, s.deadline, out)
 	} else {
-		if s.role != RoleParticipant || !sameParties(s.parties, p.Parties) || s.deadline != p.Deadline || s.maxRounds != p.MaxRounds {
+		if s.role != RoleParticipant || !sameParties(s.parties, p.Parties) || s.deadline != p.Deadline || s.maxRounds != p.MaxRounds || !sameWitness(s.witness, p.Witness) {
 			return fmt.Errorf("negotiate: propose from %s: does not match session %s as first proposed", m.From.Short(), s.id)
 		}
 		if s.final != "" {
@@ -520,7 +530,7 @@ func (e *Engine) abortLocal(now int64, s *session, reason string, out *Output) e
 func (e *Engine) beginSigning(now int64, s *session, out *Output) {
 	a := &protocol.Agreement{
 		Session: s.id, Round: s.round, Terms: s.terms, TermsHash: s.termsHash,
-		Parties: s.parties, Deadline: s.deadline, Timestamp: now,
+		Parties: s.parties, Witness: s.witness, Deadline: s.deadline, Timestamp: now,
 	}
 	s.agreement, s.ah = a, AgreementHash(a)
 	if e.lock != nil && e.lock.Session != s.id {
@@ -529,7 +539,11 @@ func (e *Engine) beginSigning(now int64, s *session, out *Output) {
 		return
 	}
 	e.signAndSend(now, s, out, func() {
-		e.sendOthers(out, s, protocol.TypePreflight, &protocol.Preflight{Agreement: *a, AgreementHash: s.ah})
+		pf := &protocol.Preflight{Agreement: *a, AgreementHash: s.ah}
+		e.sendOthers(out, s, protocol.TypePreflight, pf)
+		if s.witness != nil {
+			e.send(out, s, s.witness.ID, protocol.TypePreflight, pf)
+		}
 	})
 }
 
@@ -552,6 +566,9 @@ func (e *Engine) signAndSend(now int64, s *session, out *Output, before func()) 
 		before()
 	}
 	e.sendOthers(out, s, protocol.TypeReady, ready)
+	if s.witness != nil {
+		e.send(out, s, s.witness.ID, protocol.TypeReady, ready)
+	}
 	e.event(out, s, EvPhase, Event{})
 	s.resolveDelay = e.cfg.ResolveInitialMillis
 	e.arm(s, TimerResolve, now+s.resolveDelay, out)
@@ -592,7 +609,7 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 	s.agreement, s.ah = a, ah
 	switch {
 	case a.Session != s.id || a.Round != s.round || a.TermsHash != s.termsHash || !bytes.Equal(a.Terms, s.terms) ||
-		!sameParties(a.Parties, s.parties) || a.Deadline != s.deadline || a.Witness != nil:
+		!sameParties(a.Parties, s.parties) || a.Deadline != s.deadline || !sameWitness(a.Witness, s.witness):
 		e.refuse(now, s, "the preflight's agreement is not the terms this agent saw in that round", false, "", out)
 	case !s.accepted:
 		e.refuse(now, s, fmt.Sprintf("this agent did not accept round %d", s.round), false, "", out)
@@ -667,6 +684,9 @@ func (e *Engine) refuse(now int64, s *session, reason string, busy bool, lockedB
 			out.Send = append(out.Send, Outgoing{To: p.ID, Session: s.id, Frame: cert})
 		}
 	}
+	if s.witness != nil {
+		out.Send = append(out.Send, Outgoing{To: s.witness.ID, Session: s.id, Frame: cert})
+	}
 	e.reportFinal(s, out)
 }
 
@@ -703,8 +723,8 @@ func (e *Engine) onReady(now int64, m *Received, r *protocol.Ready, out *Output)
 
 // maybeCommit commits once this agent signed and holds every signature.
 func (e *Engine) maybeCommit(now int64, s *session, out *Output) {
-	if s.vote != voteSigned || s.final != "" || len(s.readys) < len(s.parties) {
-		return
+	if s.vote != voteSigned || s.final != "" || len(s.readys) < len(s.parties) || s.witness != nil {
+		return // with a witness, only its commit decision commits
 	}
 	rec := &protocol.Record{Agreement: *s.agreement}
 	for i := range s.parties {
@@ -782,7 +802,9 @@ func (e *Engine) abortWithCert(now int64, s *session, cert []byte, reason string
 func (e *Engine) onCommit(now int64, m *Received, c *protocol.Commit, out *Output) error {
 	s, _, err := e.sessionFrom(m)
 	if err != nil {
-		return err
+		if s = e.sessions[m.Session]; s == nil || s.witness == nil || s.witness.ID != m.From {
+			return err
+		}
 	}
 	if s.final == StateCommitted {
 		return nil
@@ -811,30 +833,31 @@ func (e *Engine) onCommit(now int64, m *Received, c *protocol.Commit, out *Outpu
 
 func (e *Engine) onAbort(now int64, m *Received, a *protocol.Abort, out *Output) error {
 	s, _, err := e.sessionFrom(m)
-	if err != nil {
+	if err != nil && !(s == nil && e.sessions[m.Session] != nil && e.sessions[m.Session].witness != nil && e.sessions[m.Session].witness.ID == m.From) {
 		return err
 	}
+	s = e.sessions[m.Session]
 	if s.final != "" && s.final != StateCommitted {
 		return nil
 	}
-	from, rf, err := openRefusal(a.Certificate, s)
+	from, ah, reason, busy, err := openAbortCert(a.Certificate, s)
 	if err != nil {
 		return fmt.Errorf("negotiate: abort from %s: %w", m.From.Short(), err)
 	}
 	if s.agreement == nil {
-		if s.final == "" {
-			s.early = append(s.early, &Received{From: from, Type: protocol.TypeRefuse, Session: s.id, Body: rf, Raw: a.Certificate})
+		if s.final == "" && len(s.early) < 2*len(s.parties) {
+			s.early = append(s.early, &Received{From: from, Type: protocol.TypeRefuse, Session: s.id, Body: &protocol.Refuse{AgreementHash: ah, Reason: reason, Busy: busy}, Raw: a.Certificate})
 		}
 		return nil
 	}
-	if rf.AgreementHash != s.ah {
+	if ah != s.ah {
 		return fmt.Errorf("negotiate: abort from %s: certificate for another agreement", m.From.Short())
 	}
 	if s.final == StateCommitted {
 		e.event(out, s, EvViolation, Event{From: from, Reason: "abort certificate for a committed session"})
 		return nil
 	}
-	e.abortWithCert(now, s, a.Certificate, fmt.Sprintf("refused by %s: %s", from.Short(), rf.Reason), rf.Busy, out)
+	e.abortWithCert(now, s, a.Certificate, reason, busy, out)
 	return nil
 }
 
@@ -955,6 +978,15 @@ func (e *Engine) timer(now int64, t *Timer, out *Output) {
 		for i, p := range s.parties {
 			if i != s.selfIdx {
 				e.send(out, s, p.ID, protocol.TypeQuery, &protocol.Query{AgreementHash: s.ah})
+			}
+		}
+		if s.witness != nil {
+			// The witness may have missed the preflight or a ready (or
+			// restarted): both are idempotent for it.
+			e.send(out, s, s.witness.ID, protocol.TypePreflight, &protocol.Preflight{Agreement: *s.agreement, AgreementHash: s.ah})
+			e.send(out, s, s.witness.ID, protocol.TypeReady, s.readys[s.selfIdx])
+			if now >= s.deadline {
+				e.send(out, s, s.witness.ID, protocol.TypeAbortAsk, &protocol.AbortAsk{AgreementHash: s.ah})
 			}
 		}
 		s.resolveDelay *= 2
