@@ -119,5 +119,3 @@ func (e *Engine) unreachable(now int64, u *Unreachable, out *Output) {
 	}
 	e.abortAll(now, s, fmt.Sprintf("agent %s is unreachable: %s", u.Agent, u.Reason), out)
 }
-
-
