@@ -1,0 +1,418 @@
+package chain
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// DefaultOpenTimeout is how long Open waits for another process to release
+// the file before failing with ErrHeldByOther: long enough to ride out a
+// process that is just exiting, short enough for a CLI to answer at once.
+const DefaultOpenTimeout = time.Second
+
+// MaxEntriesPerRead bounds one Entries call so `chain show` on a long chain
+// pages instead of loading everything.
+const MaxEntriesPerRead = 10000
+
+// formatV1 marks a chain file; it is checked on every Open.
+const formatV1 = "negotiate-chain/1"
+
+// fileMode is the mode of a new chain file: only the agent reads its chain.
+const fileMode = 0o600
+
+// Bucket and key names of the file layout:
+//
+//	meta:        format, agent_id, scheme, public_key, head (CBOR Head), lock (CBOR Lock, absent when free)
+//	entries:     8-byte big-endian seq -> stored entry (CBOR)
+//	checkpoints: session -> checkpoint bytes
+var (
+	bucketMeta        = []byte("meta")
+	bucketEntries     = []byte("entries")
+	bucketCheckpoints = []byte("checkpoints")
+
+	keyFormat    = []byte("format")
+	keyAgentID   = []byte("agent_id")
+	keyScheme    = []byte("scheme")
+	keyPublicKey = []byte("public_key")
+	keyHead      = []byte("head")
+	keyLock      = []byte("lock")
+)
+
+// Options configures Open. The zero value is a writable chain with the
+// default timeout.
+type Options struct {
+	// Timeout is how long to wait for another process to release the file.
+	// Zero means DefaultOpenTimeout.
+	Timeout time.Duration
+	// ReadOnly opens the file with a shared lock; Apply then fails with
+	// ErrReadOnly. Another process can hold it read-only at the same time,
+	// but not writable.
+	ReadOnly bool
+}
+
+// Chain is one agent's source chain, stored in a bbolt file. It is safe for
+// concurrent use.
+type Chain struct {
+	db       *bolt.DB
+	path     string
+	readOnly bool
+	pub      sign.PublicKey
+	agent    sign.AgentID
+
+	// writeSeq orders write transactions: it is taken inside the bbolt write
+	// transaction, so its order is the commit order.
+	writeSeq atomic.Uint64
+
+	mu        sync.RWMutex // guards the cache below
+	cachedSeq uint64       // writeSeq of the state cached
+	head      Head
+	lock      *Lock
+}
+
+func seqKey(seq uint64) []byte {
+	var k [8]byte
+	binary.BigEndian.PutUint64(k[:], seq)
+	return k[:]
+}
+
+// Create makes a new chain file at path (mode 0600) holding the genesis
+// entry for key, and returns it opened for writing. It refuses to touch an
+// existing file.
+func Create(path string, key *sign.PrivateKey, nowMillis int64) (*Chain, error) {
+	genesis, err := NewGenesis(key, nowMillis)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := genesis.Marshal()
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("chain: %w: %s already exists: open it instead, or move it away to start a new chain", ErrExists, path)
+		}
+		return nil, fmt.Errorf("chain: create %s: %w", path, err)
+	}
+	f.Close()
+	db, err := bolt.Open(path, fileMode, &bolt.Options{Timeout: DefaultOpenTimeout})
+	if err != nil {
+		os.Remove(path)
+		return nil, openError(path, err)
+	}
+	head := Head{Seq: 0, Hash: genesis.Hash()}
+	headRaw, err := encMode.Marshal(head)
+	if err != nil {
+		db.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("chain: encode head: %w", err)
+	}
+	pub := key.Public()
+	err = db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		entries, err := tx.CreateBucket(bucketEntries)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketCheckpoints); err != nil {
+			return err
+		}
+		for _, kv := range [][2][]byte{
+			{keyFormat, []byte(formatV1)},
+			{keyAgentID, []byte(key.AgentID())},
+			{keyScheme, []byte(pub.SchemeName())},
+			{keyPublicKey, pub.Bytes()},
+			{keyHead, headRaw},
+		} {
+			if err := meta.Put(kv[0], kv[1]); err != nil {
+				return err
+			}
+		}
+		return entries.Put(seqKey(0), raw)
+	})
+	if err != nil {
+		db.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("chain: create %s: write genesis: %w", path, err)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		db.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("chain: create %s: %w", path, err)
+	}
+	return &Chain{db: db, path: path, pub: pub, agent: key.AgentID(), head: head}, nil
+}
+
+// syncDir makes a new file's directory entry durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
+// Open opens an existing chain file. If another process has it open, it
+// fails with ErrHeldByOther after opts.Timeout. A file that is not a chain
+// fails with ErrNotChain and is left unchanged.
+func Open(path string, opts Options) (*Chain, error) {
+	st, err := os.Stat(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("chain: %w at %s: run `negotiate init` first, or check --home", ErrNoChain, path)
+		}
+		return nil, fmt.Errorf("chain: open %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("chain: %w: %s is not a regular file", ErrNotChain, path)
+	}
+	if st.Size() == 0 {
+		// bbolt would initialise an empty file as a new database.
+		return nil, fmt.Errorf("chain: %w: %s is empty", ErrNotChain, path)
+	}
+	timeout := opts.Timeout
+	if timeout <= 0 {
+		timeout = DefaultOpenTimeout
+	}
+	db, err := openBolt(path, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	c := &Chain{db: db, path: path, readOnly: opts.ReadOnly}
+	if err := db.View(c.load); err != nil {
+		db.Close()
+		if errors.Is(err, ErrNotChain) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("chain: open %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// OpenReadOnly opens a chain for reading with the default timeout.
+func OpenReadOnly(path string) (*Chain, error) {
+	return Open(path, Options{ReadOnly: true})
+}
+
+// openBolt opens the file, turning a panic of bbolt on a damaged file into
+// an error.
+func openBolt(path string, o *bolt.Options) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", bolterrors.ErrInvalid, r)
+		}
+	}()
+	return bolt.Open(path, fileMode, o)
+}
+
+func openError(path string, err error) error {
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return fmt.Errorf("chain: %s %w (is `negotiate node` running?)", path, ErrHeldByOther)
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrChecksum), errors.Is(err, bolterrors.ErrVersionMismatch):
+		return fmt.Errorf("chain: %w: %s (%v): check the path or --home", ErrNotChain, path, err)
+	}
+	return fmt.Errorf("chain: open %s: %w", path, err)
+}
+
+// load reads the metadata, head and lock into c.
+func (c *Chain) load(tx *bolt.Tx) error {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil || tx.Bucket(bucketEntries) == nil || tx.Bucket(bucketCheckpoints) == nil {
+		return fmt.Errorf("chain: %w: %s has no chain buckets: check the path or --home", ErrNotChain, c.path)
+	}
+	if f := meta.Get(keyFormat); string(f) != formatV1 {
+		return fmt.Errorf("chain: %w: %s has format %q, this build reads %q", ErrNotChain, c.path, abbreviate(string(f)), formatV1)
+	}
+	pub, err := sign.ParsePublicKey(string(meta.Get(keyScheme)), meta.Get(keyPublicKey))
+	if err != nil {
+		return fmt.Errorf("chain: %w: %s has damaged key metadata: %v", ErrNotChain, c.path, err)
+	}
+	id := sign.AgentID(meta.Get(keyAgentID))
+	if err := id.Check(pub); err != nil {
+		return fmt.Errorf("chain: %w: %s has damaged metadata: %v", ErrNotChain, c.path, err)
+	}
+	head, err := readHead(meta)
+	if err != nil {
+		return err
+	}
+	lock, err := readLock(meta)
+	if err != nil {
+		return err
+	}
+	c.pub, c.agent, c.head, c.lock = pub, id, head, lock
+	return nil
+}
+
+func readHead(meta *bolt.Bucket) (Head, error) {
+	var h Head
+	if err := decMode.Unmarshal(meta.Get(keyHead), &h); err != nil {
+		return Head{}, fmt.Errorf("chain: %w: damaged head record: %v", ErrNotChain, err)
+	}
+	return h, nil
+}
+
+func readLock(meta *bolt.Bucket) (*Lock, error) {
+	raw := meta.Get(keyLock)
+	if raw == nil {
+		return nil, nil
+	}
+	var l Lock
+	if err := decMode.Unmarshal(raw, &l); err != nil {
+		return nil, fmt.Errorf("chain: %w: damaged lock record: %v", ErrNotChain, err)
+	}
+	return &l, nil
+}
+
+// Close closes the file. The chain must not be used afterwards.
+func (c *Chain) Close() error {
+	if err := c.db.Close(); err != nil {
+		return fmt.Errorf("chain: close %s: %w", c.path, err)
+	}
+	return nil
+}
+
+// Path is the chain file's path.
+func (c *Chain) Path() string { return c.path }
+
+// AgentID is the ID of the agent the chain belongs to.
+func (c *Chain) AgentID() sign.AgentID { return c.agent }
+
+// PublicKey is the key every entry must be signed with.
+func (c *Chain) PublicKey() sign.PublicKey { return c.pub }
+
+// Head is the newest entry's seq and hash.
+func (c *Chain) Head() Head {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.head
+}
+
+// Length is the number of entries, genesis included (Head().Seq+1).
+func (c *Chain) Length() uint64 { return c.Head().Seq + 1 }
+
+// Lock returns a copy of the chain lock and true if a session holds it.
+func (c *Chain) Lock() (*Lock, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.lock == nil {
+		return nil, false
+	}
+	return c.lock.clone(), true
+}
+
+// Entry returns the entry with the given seq, or an error wrapping
+// ErrNotFound. An entry that does not decode is an error wrapping
+// ErrBadEntry.
+func (c *Chain) Entry(seq uint64) (*Entry, error) {
+	var e *Entry
+	err := c.db.View(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bucketEntries).Get(seqKey(seq))
+		if raw == nil {
+			return fmt.Errorf("chain: %w: seq %d (the head is %d)", ErrNotFound, seq, c.Head().Seq)
+		}
+		var err error
+		e, err = UnmarshalEntry(raw)
+		if err != nil {
+			return fmt.Errorf("%w (stored at %d; run `negotiate chain verify`)", err, seq)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// Entries returns up to limit entries starting at seq from, in order.
+// limit <= 0 or above MaxEntriesPerRead means MaxEntriesPerRead.
+func (c *Chain) Entries(from uint64, limit int) ([]Entry, error) {
+	if limit <= 0 || limit > MaxEntriesPerRead {
+		limit = MaxEntriesPerRead
+	}
+	var out []Entry
+	err := c.db.View(func(tx *bolt.Tx) error {
+		cur := tx.Bucket(bucketEntries).Cursor()
+		for k, v := cur.Seek(seqKey(from)); k != nil && len(out) < limit; k, v = cur.Next() {
+			e, err := UnmarshalEntry(v)
+			if err != nil {
+				return fmt.Errorf("entry stored at %d: %w (run `negotiate chain verify`)", keySeq(k), err)
+			}
+			out = append(out, *e)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chain: entries from %d: %w", from, err)
+	}
+	return out, nil
+}
+
+func keySeq(k []byte) uint64 {
+	if len(k) != 8 {
+		return ^uint64(0)
+	}
+	return binary.BigEndian.Uint64(k)
+}
+
+// Checkpoint returns the checkpoint of a session and whether there is one.
+func (c *Chain) Checkpoint(session string) ([]byte, bool, error) {
+	var out []byte
+	var ok bool
+	err := c.db.View(func(tx *bolt.Tx) error {
+		k, v := tx.Bucket(bucketCheckpoints).Cursor().Seek([]byte(session))
+		if k != nil && string(k) == session {
+			out, ok = append([]byte{}, v...), true
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, fmt.Errorf("chain: checkpoint of session %s: %w", session, err)
+	}
+	return out, ok, nil
+}
+
+// Checkpoints returns every session checkpoint, keyed by session. The
+// engine resumes its sessions from them after a restart.
+func (c *Chain) Checkpoints() (map[string][]byte, error) {
+	out := map[string][]byte{}
+	err := c.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketCheckpoints).ForEach(func(k, v []byte) error {
+			out[string(k)] = append([]byte{}, v...)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("chain: checkpoints: %w", err)
+	}
+	return out, nil
+}
+
+// NewEntry builds and signs the entry that would follow the current head
+// (see NewEntryAt). key must be the chain's key. The entry is not written:
+// pass it to Apply in Write.Append.
+func (c *Chain) NewEntry(key *sign.PrivateKey, kind string, payload any, nowMillis int64) (*Entry, error) {
+	if !key.Public().Equal(c.pub) {
+		return nil, fmt.Errorf("chain: %w: key of agent %s, chain of agent %s", ErrWrongKey, key.AgentID().Short(), c.agent.Short())
+	}
+	return NewEntryAt(key, c.Head(), kind, payload, nowMillis)
+}

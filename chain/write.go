@@ -1,0 +1,264 @@
+package chain
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// Write limits.
+const (
+	// MaxSessionBytes bounds a session name (the engine uses 32 hex chars).
+	MaxSessionBytes = 128
+	// MaxLockParties bounds the parties recorded in a lock; a countersigning
+	// session has far fewer.
+	MaxLockParties = 256
+	// MaxCheckpointBytes bounds one session checkpoint: session state plus
+	// an agreement record and its certificate.
+	MaxCheckpointBytes = 4 << 20
+)
+
+// Lock is the chain lock: while a session holds it, only that session may
+// append. It is released only by a Write with ReleaseLock from the same
+// session (its commit or abort), never by time.
+type Lock struct {
+	Session string         `cbor:"session" json:"session"`
+	Since   int64          `cbor:"since" json:"since"` // unix ms
+	Parties []sign.AgentID `cbor:"parties" json:"parties"`
+}
+
+func (l *Lock) clone() *Lock {
+	c := *l
+	c.Parties = append([]sign.AgentID(nil), l.Parties...)
+	return &c
+}
+
+func (l *Lock) describe() string {
+	ids := make([]string, len(l.Parties))
+	for i, p := range l.Parties {
+		ids[i] = p.Short()
+	}
+	return fmt.Sprintf("session %s (since %d ms, parties [%s])", l.Session, l.Since, strings.Join(ids, " "))
+}
+
+// Write is everything one durable transaction does. The parts are applied in
+// this order: AcquireLock, ExpectHead, Append, ReleaseLock, Checkpoint or
+// DeleteCheckpoint. If any part fails, nothing is written.
+type Write struct {
+	// Session the write belongs to ("" for none). Required for a lock,
+	// release or checkpoint.
+	Session string
+	// AcquireLock takes the chain lock for Session (AcquireLock.Session must
+	// equal Session). It fails with ErrLocked if another session holds it;
+	// if Session already holds it, the lock is kept unchanged.
+	AcquireLock *Lock
+	// ExpectHead, if set, fails the write with ErrHeadMoved unless it is the
+	// current head (checked after AcquireLock).
+	ExpectHead *Head
+	// Append adds an entry: its seq must be head+1 (ErrSeqMismatch), its
+	// prev the head hash (ErrPrevMismatch) and its signature the chain key's
+	// (ErrBadSignature). Refused with ErrLocked while another session holds
+	// the lock.
+	Append *Entry
+	// ReleaseLock releases the lock if Session holds it (no-op otherwise).
+	ReleaseLock bool
+	// Checkpoint replaces the checkpoint of Session (nil = leave unchanged).
+	Checkpoint []byte
+	// DeleteCheckpoint removes the checkpoint of Session.
+	DeleteCheckpoint bool
+}
+
+// Empty reports whether w does nothing.
+func (w *Write) Empty() bool {
+	return w.AcquireLock == nil && w.ExpectHead == nil && w.Append == nil && !w.ReleaseLock && w.Checkpoint == nil && !w.DeleteCheckpoint
+}
+
+// prepared is a Write checked and encoded outside the transaction.
+type prepared struct {
+	w        Write
+	lockRaw  []byte
+	entryRaw []byte
+	newHead  Head
+}
+
+func (c *Chain) prepare(w Write) (*prepared, error) {
+	p := &prepared{w: w}
+	if c.readOnly {
+		return nil, fmt.Errorf("chain: %w: %s", ErrReadOnly, c.path)
+	}
+	if len(w.Session) > MaxSessionBytes {
+		return nil, fmt.Errorf("chain: %w: session name is %d bytes, the limit is %d", ErrBadWrite, len(w.Session), MaxSessionBytes)
+	}
+	if w.Session == "" && (w.AcquireLock != nil || w.ReleaseLock || w.Checkpoint != nil || w.DeleteCheckpoint) {
+		return nil, fmt.Errorf("chain: %w: lock, release and checkpoint need a Session", ErrBadWrite)
+	}
+	if w.Checkpoint != nil && w.DeleteCheckpoint {
+		return nil, fmt.Errorf("chain: %w: both Checkpoint and DeleteCheckpoint are set", ErrBadWrite)
+	}
+	if len(w.Checkpoint) > MaxCheckpointBytes {
+		return nil, fmt.Errorf("chain: %w: checkpoint is %d bytes, the limit is %d", ErrBadWrite, len(w.Checkpoint), MaxCheckpointBytes)
+	}
+	if l := w.AcquireLock; l != nil {
+		if l.Session != w.Session {
+			return nil, fmt.Errorf("chain: %w: AcquireLock.Session %q differs from Write.Session %q", ErrBadWrite, abbreviate(l.Session), abbreviate(w.Session))
+		}
+		if len(l.Parties) > MaxLockParties {
+			return nil, fmt.Errorf("chain: %w: lock lists %d parties, the limit is %d", ErrBadWrite, len(l.Parties), MaxLockParties)
+		}
+		raw, err := encMode.Marshal(l)
+		if err != nil {
+			return nil, fmt.Errorf("chain: encode lock: %w", err)
+		}
+		p.lockRaw = raw
+	}
+	if e := w.Append; e != nil {
+		if err := e.checkShape(); err != nil {
+			return nil, fmt.Errorf("chain: append seq %d: %w", e.Seq, err)
+		}
+		if e.Seq == 0 {
+			return nil, fmt.Errorf("chain: append seq 0: %w: the genesis entry is written by Create", ErrSeqMismatch)
+		}
+		h, err := e.verifySignature(c.pub)
+		if err != nil {
+			return nil, fmt.Errorf("chain: append seq %d: %w", e.Seq, err)
+		}
+		raw, err := e.Marshal()
+		if err != nil {
+			return nil, fmt.Errorf("chain: append seq %d: %w", e.Seq, err)
+		}
+		if len(raw) > MaxEntryBytes {
+			return nil, fmt.Errorf("chain: append seq %d: %w: %d bytes, the limit is %d", e.Seq, ErrBadEntry, len(raw), MaxEntryBytes)
+		}
+		p.entryRaw = raw
+		p.newHead = Head{Seq: e.Seq, Hash: h}
+	}
+	return p, nil
+}
+
+// Apply performs w in one bbolt transaction and returns after it is synced
+// to disk. On error nothing was written.
+func (c *Chain) Apply(w Write) error {
+	if w.Empty() {
+		return nil
+	}
+	p, err := c.prepare(w)
+	if err != nil {
+		return err
+	}
+	return c.db.Update(func(tx *bolt.Tx) error { return c.applyTx(tx, p) })
+}
+
+// ApplyBatch is Apply through bbolt's Batch: concurrent callers share one
+// transaction and one fsync (group commit), at the cost of up to
+// bolt.DefaultMaxBatchDelay of latency. Each Write still succeeds or fails
+// on its own: a failing Write is taken out of the batch and retried alone.
+func (c *Chain) ApplyBatch(w Write) error {
+	if w.Empty() {
+		return nil
+	}
+	p, err := c.prepare(w)
+	if err != nil {
+		return err
+	}
+	return c.db.Batch(func(tx *bolt.Tx) error { return c.applyTx(tx, p) })
+}
+
+// applyTx runs inside a write transaction. It checks everything before it
+// writes anything, and it may run more than once (bbolt Batch retries).
+func (c *Chain) applyTx(tx *bolt.Tx, p *prepared) error {
+	w := &p.w
+	meta := tx.Bucket(bucketMeta)
+	entries := tx.Bucket(bucketEntries)
+	checkpoints := tx.Bucket(bucketCheckpoints)
+	if meta == nil || entries == nil || checkpoints == nil {
+		return fmt.Errorf("chain: %w: buckets missing", ErrNotChain)
+	}
+	head, err := readHead(meta)
+	if err != nil {
+		return err
+	}
+	lock, err := readLock(meta)
+	if err != nil {
+		return err
+	}
+
+	// Check.
+	acquire := false
+	if w.AcquireLock != nil {
+		if lock != nil && lock.Session != w.Session {
+			return fmt.Errorf("chain: lock for session %s: %w by %s", w.Session, ErrLocked, lock.describe())
+		}
+		acquire = lock == nil
+	}
+	if w.ExpectHead != nil && *w.ExpectHead != head {
+		return fmt.Errorf("chain: session %s: %w: expected head %s, head is %s", w.Session, ErrHeadMoved, w.ExpectHead, head)
+	}
+	if e := w.Append; e != nil {
+		if lock != nil && lock.Session != w.Session {
+			return fmt.Errorf("chain: append seq %d: %w by %s", e.Seq, ErrLocked, lock.describe())
+		}
+		if e.Seq != head.Seq+1 {
+			return fmt.Errorf("chain: append seq %d: %w: the head is %d, the next entry must be %d", e.Seq, ErrSeqMismatch, head.Seq, head.Seq+1)
+		}
+		if e.Prev != head.Hash {
+			return fmt.Errorf("chain: append seq %d: %w: prev %s, head hash %s", e.Seq, ErrPrevMismatch, e.Prev, head.Hash)
+		}
+		if entries.Get(seqKey(e.Seq)) != nil {
+			return fmt.Errorf("chain: append seq %d: %w: an entry is stored beyond the head (run `negotiate chain verify`)", e.Seq, ErrSeqMismatch)
+		}
+	}
+	release := w.ReleaseLock && (lock != nil && lock.Session == w.Session || acquire)
+
+	// Write.
+	newHead, newLock := head, lock
+	if acquire {
+		if err := meta.Put(keyLock, p.lockRaw); err != nil {
+			return fmt.Errorf("chain: store lock: %w", err)
+		}
+		newLock = w.AcquireLock.clone()
+	}
+	if w.Append != nil {
+		if err := entries.Put(seqKey(w.Append.Seq), p.entryRaw); err != nil {
+			return fmt.Errorf("chain: append seq %d: %w", w.Append.Seq, err)
+		}
+		headRaw, err := encMode.Marshal(p.newHead)
+		if err != nil {
+			return fmt.Errorf("chain: encode head: %w", err)
+		}
+		if err := meta.Put(keyHead, headRaw); err != nil {
+			return fmt.Errorf("chain: store head: %w", err)
+		}
+		newHead = p.newHead
+	}
+	if release {
+		if err := meta.Delete(keyLock); err != nil {
+			return fmt.Errorf("chain: release lock: %w", err)
+		}
+		newLock = nil
+	}
+	if w.Checkpoint != nil {
+		if err := checkpoints.Put([]byte(w.Session), bytes.Clone(w.Checkpoint)); err != nil {
+			return fmt.Errorf("chain: checkpoint of session %s: %w", w.Session, err)
+		}
+	}
+	if w.DeleteCheckpoint {
+		if err := checkpoints.Delete([]byte(w.Session)); err != nil {
+			return fmt.Errorf("chain: delete checkpoint of session %s: %w", w.Session, err)
+		}
+	}
+
+	// Publish to the cache once committed, in commit order.
+	order := c.writeSeq.Add(1)
+	tx.OnCommit(func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if order > c.cachedSeq {
+			c.cachedSeq, c.head, c.lock = order, newHead, newLock
+		}
+	})
+	return nil
+}
