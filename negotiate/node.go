@@ -1,0 +1,471 @@
+package negotiate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// Driver limits.
+const (
+	// sendQueueLen bounds the frames waiting for one peer; beyond it frames
+	// are dropped (the protocol's queries recover what matters).
+	sendQueueLen = 1024
+	// messageLifetime is the wire expiry of session messages.
+	messageLifetime = 2 * time.Minute
+	// sendTimeout bounds one delivery attempt, dial and resolve included.
+	sendTimeout = 10 * time.Second
+	// DefaultProposeTimeout is the session deadline when none is given.
+	DefaultProposeTimeout = 60 * time.Second
+)
+
+// ErrNodeStopped is returned after a node stopped, by Close or by a failed durable write.
+var ErrNodeStopped = errors.New("negotiate: node stopped")
+
+// NodeConfig configures a Node. Zero values get the documented defaults.
+type NodeConfig struct {
+	// Key is the agent key (required); Chain its open source chain (required).
+	Key   *sign.PrivateKey
+	Chain *chain.Chain
+	// Host configures the libp2p host (its Key is set from Key).
+	Host HostConfig
+	// Policy decides incoming proposals and counters; nil leaves every
+	// decision to the application (Decide) and the inbox.
+	Policy Policy
+	// SignCheck, when set, is asked before this agent signs an agreement.
+	SignCheck func(a *protocol.Agreement) error
+	// ResolveInitial / ResolveMax: how soon and how often (with doubling
+	// backoff) a signed party asks the others how a session ended. Zero:
+	// 2 s and 30 s.
+	ResolveInitial, ResolveMax time.Duration
+	// Logger receives the node's logs; nil discards them.
+	Logger *slog.Logger
+	// OnEvent, when set, is called (without locks held) for every engine event.
+	OnEvent func(Event)
+}
+
+// Node runs the engine over a libp2p host and a durable chain, with the
+// wall clock: the driver of the pure core. It is safe for concurrent use.
+type Node struct {
+	cfg   NodeConfig
+	host  *Host
+	chain *chain.Chain
+	log   *slog.Logger
+
+	mu      sync.Mutex // guards eng and everything below; held across durable writes
+	eng     *Engine
+	stopped error
+	waiters map[string][]chan *Outcome
+	timers  map[string]*time.Timer
+	queues  map[sign.AgentID]chan []byte
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// StartNode starts the host, resumes every open session from the chain's
+// checkpoints and begins serving.
+func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
+	if cfg.Key == nil || cfg.Chain == nil {
+		return nil, errors.New("negotiate: node needs an agent key and a chain")
+	}
+	if cfg.Chain.AgentID() != cfg.Key.AgentID() {
+		return nil, fmt.Errorf("negotiate: chain belongs to %s, the key to %s", cfg.Chain.AgentID().Short(), cfg.Key.AgentID().Short())
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cps, err := cfg.Chain.Checkpoints()
+	if err != nil {
+		return nil, fmt.Errorf("negotiate: read checkpoints: %w", err)
+	}
+	lock, _ := cfg.Chain.Lock()
+	eng, err := NewEngine(CoreConfig{
+		Key: cfg.Key, Head: cfg.Chain.Head(), Lock: lock, Checkpoints: cps, SignCheck: cfg.SignCheck,
+		ResolveInitialMillis: cfg.ResolveInitial.Milliseconds(), ResolveMaxMillis: cfg.ResolveMax.Milliseconds(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	hc := cfg.Host
+	hc.Key = cfg.Key
+	if hc.Logger == nil {
+		hc.Logger = log
+	}
+	h, err := NewHost(ctx, hc)
+	if err != nil {
+		return nil, err
+	}
+	nctx, cancel := context.WithCancel(context.Background())
+	n := &Node{
+		cfg: cfg, host: h, chain: cfg.Chain, log: log, eng: eng,
+		waiters: map[string][]chan *Outcome{}, timers: map[string]*time.Timer{},
+		queues: map[sign.AgentID]chan []byte{}, ctx: nctx, cancel: cancel,
+	}
+	h.SetSessionHandler(n.onEnvelope)
+	n.step(Input{Resume: true})
+	return n, nil
+}
+
+// Host is the node's libp2p host (direct messages, discovery, peers).
+func (n *Node) Host() *Host { return n.host }
+
+// Chain is the node's source chain.
+func (n *Node) Chain() *chain.Chain { return n.chain }
+
+// AgentID is this node's agent.
+func (n *Node) AgentID() sign.AgentID { return n.cfg.Key.AgentID() }
+
+// Close stops the node: timers, senders and the host. Open sessions resume
+// from their checkpoints when a node starts again on the same chain.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	if n.stopped == nil {
+		n.stopped = ErrNodeStopped
+	}
+	for _, t := range n.timers {
+		t.Stop()
+	}
+	n.mu.Unlock()
+	n.cancel()
+	err := n.host.Close()
+	n.wg.Wait()
+	return err
+}
+
+func (n *Node) now() int64 { return time.Now().UnixMilli() }
+
+// step feeds the engine one input and carries out its output: durable
+// writes first, then sends, timers and events.
+func (n *Node) step(in Input) error {
+	n.mu.Lock()
+	if n.stopped != nil {
+		n.mu.Unlock()
+		return n.stopped
+	}
+	in.Now = n.now()
+	out := n.eng.Step(in)
+	for _, w := range out.Persist {
+		if err := n.chain.Apply(w); err != nil {
+			// The engine's memory is ahead of the disk: stop, never send.
+			n.stopped = fmt.Errorf("%w: durable write failed: %v (restart the node to resume from the last checkpoint)", ErrNodeStopped, err)
+			n.log.Error("durable write failed; node stops", "session", w.Session, "err", err)
+			n.mu.Unlock()
+			return n.stopped
+		}
+	}
+	for _, o := range out.Send {
+		n.enqueue(o, in.Now)
+	}
+	for _, t := range out.Timers {
+		n.armTimer(t, in.Now)
+	}
+	var finals []*Outcome
+	for _, ev := range out.Events {
+		if ev.Outcome != nil {
+			finals = append(finals, ev.Outcome)
+		}
+	}
+	for _, o := range finals {
+		for _, ch := range n.waiters[o.Session] {
+			ch <- o
+		}
+		delete(n.waiters, o.Session)
+		if t := n.timers[o.Session+"/"+string(TimerDeadline)]; t != nil {
+			t.Stop()
+		}
+	}
+	n.mu.Unlock()
+	for _, ev := range out.Events {
+		n.log.Debug("session event", "session", ev.Session, "kind", ev.Kind, "phase", ev.Phase, "round", ev.Round, "reason", ev.Reason)
+		if ev.Kind == EvViolation {
+			n.log.Warn("protocol violation by a peer", "session", ev.Session, "from", ev.From, "what", ev.Reason)
+		}
+		if n.cfg.OnEvent != nil {
+			n.cfg.OnEvent(ev)
+		}
+		if (ev.Kind == EvProposal || ev.Kind == EvCounter) && n.cfg.Policy != nil {
+			n.applyPolicy(ev)
+		}
+	}
+	return out.Err
+}
+
+func (n *Node) applyPolicy(ev Event) {
+	n.mu.Lock()
+	info, err := n.eng.Session(ev.Session)
+	n.mu.Unlock()
+	if err != nil {
+		return
+	}
+	p, err := proposalFromEvent(ev, info)
+	if err != nil {
+		n.log.Warn("policy: cannot decode terms", "session", ev.Session, "err", err)
+		return
+	}
+	d, ok := n.cfg.Policy.Decide(p)
+	if !ok {
+		return
+	}
+	d.Session = ev.Session
+	if err := n.step(Input{Decision: &d}); err != nil {
+		n.log.Warn("policy decision refused", "session", ev.Session, "action", d.Action, "err", err)
+	}
+}
+
+func proposalFromEvent(ev Event, info SessionInfo) (Proposal, error) {
+	var m map[string]any
+	if err := protocol.Unmarshal(ev.Terms, &m); err != nil {
+		return Proposal{}, err
+	}
+	return Proposal{
+		Session: ev.Session, Kind: ev.Kind, Role: info.Role, From: ev.From, Initiator: info.Initiator,
+		Parties: info.Parties, Round: ev.Round, MaxRounds: info.MaxRounds, Terms: m, RawTerms: ev.Terms,
+	}, nil
+}
+
+// armTimer schedules a timer; a newer timer of the same kind replaces it.
+func (n *Node) armTimer(t Timer, now int64) {
+	key := t.Session + "/" + string(t.Kind)
+	if old := n.timers[key]; old != nil {
+		old.Stop()
+	}
+	d := time.Duration(t.At-now) * time.Millisecond
+	if d < 0 {
+		d = 0
+	}
+	tt := t
+	n.timers[key] = time.AfterFunc(d, func() {
+		n.mu.Lock()
+		if n.timers[key] != nil && n.stopped == nil {
+			delete(n.timers, key)
+		}
+		n.mu.Unlock()
+		_ = n.step(Input{Timer: &tt})
+	})
+}
+
+// enqueue seals a message and hands it to the peer's sender goroutine.
+func (n *Node) enqueue(o Outgoing, now int64) {
+	frame := o.Frame
+	if frame == nil {
+		body, err := protocol.EncodeBody(o.Body)
+		if err == nil {
+			frame, err = protocol.Seal(n.cfg.Key, protocol.Message{
+				Type: o.Type, Session: o.Session, To: o.To, Nonce: protocol.NewNonce(),
+				Expires: now + messageLifetime.Milliseconds(), Body: body,
+			})
+		}
+		if err != nil {
+			n.log.Error("seal message", "type", o.Type, "err", err)
+			return
+		}
+	}
+	q := n.queues[o.To]
+	if q == nil {
+		q = make(chan []byte, sendQueueLen)
+		n.queues[o.To] = q
+		n.wg.Add(1)
+		go n.sender(o.To, q)
+	}
+	select {
+	case q <- frame:
+	default:
+		n.log.Warn("send queue full; frame dropped", "to", o.To.Short(), "type", o.Type)
+	}
+}
+
+// sender delivers frames to one peer in order.
+func (n *Node) sender(to sign.AgentID, q chan []byte) {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case frame := <-q:
+			ctx, cancel := context.WithTimeout(n.ctx, sendTimeout)
+			err := n.host.Send(ctx, to, frame)
+			cancel()
+			if err != nil && n.ctx.Err() == nil {
+				n.log.Debug("send failed", "to", to.Short(), "err", err)
+				n.reportUnreachable(to, frame, err)
+			}
+		}
+	}
+}
+
+func (n *Node) reportUnreachable(to sign.AgentID, frame []byte, err error) {
+	env, oerr := protocol.OpenCertificate(frame)
+	if oerr != nil || env.Msg.Session == "" {
+		return
+	}
+	_ = n.step(Input{Unreachable: &Unreachable{Session: env.Msg.Session, Agent: to, Reason: err.Error()}})
+}
+
+func (n *Node) onEnvelope(env *protocol.Envelope) {
+	if env.Msg.Session == "" {
+		return
+	}
+	err := n.step(Input{Message: &Received{
+		From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
+	}})
+	if err != nil && !errors.Is(err, ErrNodeStopped) {
+		n.log.Debug("session message refused", "from", env.Msg.From.Short(), "type", env.Msg.Type, "err", err)
+	}
+}
+
+// ProposeOptions tunes a proposal. Zero values get the defaults.
+type ProposeOptions struct {
+	// Timeout is the session deadline from now (default 60 s): negotiation
+	// and signing must complete by then, or the session aborts (a signed
+	// party then waits for a certificate, never for a timer).
+	Timeout time.Duration
+	// MaxRounds caps negotiation rounds (default DefaultMaxRounds).
+	MaxRounds uint32
+	// Witness, if set, names a witness agent that decides commit or abort
+	// first-come, so the session ends while the witness is reachable.
+	Witness sign.AgentID
+}
+
+// Pending is a session this node proposed or takes part in.
+type Pending struct {
+	n  *Node
+	id string
+}
+
+// ID is the session ID.
+func (p *Pending) ID() string { return p.id }
+
+// Wait blocks until the session ends or ctx is done, and returns its
+// outcome. The outcome's Err() maps it to ErrRejected / ErrAborted.
+func (p *Pending) Wait(ctx context.Context) (*Outcome, error) { return p.n.Wait(ctx, p.id) }
+
+// Propose resolves the parties by agent ID (in parallel), then starts a
+// session as initiator. The terms are a CBOR map (see protocol.EncodeTerms).
+func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawMessage, opts ProposeOptions) (*Pending, error) {
+	if len(with) == 0 {
+		return nil, errors.New("negotiate: propose: name at least one other agent")
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultProposeTimeout
+	}
+	start := time.Now()
+	parties := make([]protocol.Party, len(with)+1)
+	parties[0] = protocol.Party{ID: n.AgentID(), Scheme: n.cfg.Key.Scheme().Name(), Key: n.cfg.Key.Public().Bytes()}
+	rctx, cancel := context.WithTimeout(ctx, opts.Timeout)
+	defer cancel()
+	errs := make([]error, len(with))
+	var wg sync.WaitGroup
+	for i, id := range with {
+		if id == n.AgentID() {
+			return nil, errors.New("negotiate: propose: this agent is the initiator; list only the others")
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, err := n.host.Resolve(rctx, id)
+			if err != nil {
+				errs[i] = fmt.Errorf("%w: agent %s: %v", ErrUnreachable, id, err)
+				return
+			}
+			parties[i+1] = protocol.Party{ID: info.AgentID, Scheme: info.Scheme, Key: info.PublicKey}
+		}()
+	}
+	var witness *protocol.Party
+	var werr error
+	if opts.Witness != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			info, err := n.host.Resolve(rctx, opts.Witness)
+			if err != nil {
+				werr = fmt.Errorf("%w: witness %s: %v", ErrUnreachable, opts.Witness, err)
+				return
+			}
+			witness = &protocol.Party{ID: info.AgentID, Scheme: info.Scheme, Key: info.PublicKey}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(append(errs, werr)...); err != nil {
+		return nil, err
+	}
+	id := protocol.NewSessionID()
+	deadline := start.Add(opts.Timeout).UnixMilli()
+	if err := n.step(Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: deadline, MaxRounds: opts.MaxRounds, Witness: witness}}); err != nil {
+		return nil, err
+	}
+	return &Pending{n: n, id: id}, nil
+}
+
+// Wait blocks until session id ends or ctx is done.
+func (n *Node) Wait(ctx context.Context, id string) (*Outcome, error) {
+	n.mu.Lock()
+	o, err := n.eng.Outcome(id)
+	if err != nil || o != nil {
+		n.mu.Unlock()
+		return o, err
+	}
+	ch := make(chan *Outcome, 1)
+	n.waiters[id] = append(n.waiters[id], ch)
+	n.mu.Unlock()
+	select {
+	case o := <-ch:
+		return o, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("negotiate: wait for session %s: %w", id, ctx.Err())
+	}
+}
+
+// Decide gives the application's decision on a pending proposal or counter.
+func (n *Node) Decide(d Decision) error { return n.step(Input{Decision: &d}) }
+
+// Accept accepts the pending round of a session.
+func (n *Node) Accept(id string) error { return n.Decide(Decision{Session: id, Action: ActAccept}) }
+
+// Reject rejects a session with a reason.
+func (n *Node) Reject(id, reason string) error {
+	return n.Decide(Decision{Session: id, Action: ActReject, Reason: reason})
+}
+
+// Counter answers with other terms.
+func (n *Node) Counter(id string, terms cbor.RawMessage) error {
+	return n.Decide(Decision{Session: id, Action: ActCounter, Terms: terms})
+}
+
+// Abort aborts a session where that is still safe (before this agent
+// signed); afterwards it fails with ErrUnsafeAbort naming whom it waits for.
+func (n *Node) Abort(id, reason string) error {
+	return n.Decide(Decision{Session: id, Action: ActAbort, Reason: reason})
+}
+
+// Sessions lists open sessions, or all with all=true.
+func (n *Node) Sessions(all bool) []SessionInfo {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.eng.Sessions(all)
+}
+
+// Session reports one session.
+func (n *Node) Session(id string) (SessionInfo, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.eng.Session(id)
+}
+
+// Receipt returns the commit certificate of a committed session.
+func (n *Node) Receipt(id string) ([]byte, chain.Hash, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.eng.Receipt(id)
+}

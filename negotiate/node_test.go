@@ -1,0 +1,240 @@
+package negotiate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+type nodeTestAgent struct {
+	name string
+	key  *sign.PrivateKey
+	ch   *chain.Chain
+	node *Node
+	path string
+}
+
+// nodeTestStart starts a node for name with a real chain file in dir.
+func nodeTestStart(t *testing.T, dir, name string, policy Policy, boot *nodeTestAgent) *nodeTestAgent {
+	t.Helper()
+	key := hostTestKey(t, "node/"+name)
+	path := filepath.Join(dir, name+".db")
+	ch, err := chain.Create(path, key, time.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &nodeTestAgent{name: name, key: key, ch: ch, path: path}
+	a.startNode(t, policy, boot)
+	return a
+}
+
+func (a *nodeTestAgent) startNode(t *testing.T, policy Policy, boot *nodeTestAgent) {
+	t.Helper()
+	var bs []string
+	if boot != nil {
+		bs = boot.node.Host().Addrs()[:1]
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	n, err := StartNode(ctx, NodeConfig{
+		Key: a.key, Chain: a.ch, Policy: policy, Host: HostConfig{Bootstrap: bs, Logger: hostTestLogger()},
+		ResolveInitial: 300 * time.Millisecond, ResolveMax: time.Second, Logger: hostTestLogger(),
+	})
+	if err != nil {
+		t.Fatalf("start node %s: %v", a.name, err)
+	}
+	a.node = n
+	t.Cleanup(func() { n.Close(); a.ch.Close() })
+}
+
+func nodeTestNetwork(t *testing.T, n int, policy Policy) []*nodeTestAgent {
+	t.Helper()
+	dir := t.TempDir()
+	var agents []*nodeTestAgent
+	for i := 0; i < n; i++ {
+		var boot *nodeTestAgent
+		if i > 0 {
+			boot = agents[0]
+		}
+		p := policy
+		if i == 0 {
+			p = nil
+		}
+		agents = append(agents, nodeTestStart(t, dir, fmt.Sprintf("n%d", i), p, boot))
+	}
+	for _, a := range agents {
+		for _, b := range agents {
+			if a != b {
+				hostTestResolve(t, a.node.Host(), b.key.AgentID())
+			}
+		}
+	}
+	return agents
+}
+
+func nodeTestTerms(t *testing.T, kv map[string]any) []byte {
+	b, err := protocol.EncodeTerms(kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// nodeTestCheck asserts the invariants on real chains.
+func nodeTestCheck(t *testing.T, agents []*nodeTestAgent, session string, want State) {
+	t.Helper()
+	var hash chain.Hash
+	for i, a := range agents {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		o, err := a.node.Wait(ctx, session)
+		cancel()
+		if err != nil {
+			t.Fatalf("%s: wait: %v (%+v)", a.name, err, a.node.Sessions(true))
+		}
+		if o.State != want {
+			t.Fatalf("%s: %s (%s), want %s", a.name, o.State, o.Reason, want)
+		}
+		if want == StateCommitted {
+			if i == 0 {
+				hash = o.RecordHash
+			} else if o.RecordHash != hash {
+				t.Fatalf("%s: record hash differs", a.name)
+			}
+			head, err := a.ch.Entry(a.ch.Head().Seq)
+			if err != nil || head.Kind != KindAgreement || chain.Hash(sign.Hash(head.Payload)) != hash {
+				t.Fatalf("%s: chain head is not the record: %v", a.name, err)
+			}
+		}
+		if l, ok := a.ch.Lock(); ok {
+			t.Fatalf("%s: lock left: %+v", a.name, l)
+		}
+		if verr := a.ch.Verify(chain.VerifyOptions{CheckPayload: CheckAgreementEntry}); verr != nil {
+			t.Fatalf("%s: verify: %v", a.name, verr)
+		}
+	}
+}
+
+func TestNodeCommit(t *testing.T) {
+	for _, size := range []int{2, 5} {
+		t.Run(fmt.Sprintf("%d-party", size), func(t *testing.T) {
+			agents := nodeTestNetwork(t, size, AcceptAll)
+			var with []sign.AgentID
+			for _, a := range agents[1:] {
+				with = append(with, a.key.AgentID())
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			p, err := agents[0].node.Propose(ctx, with, nodeTestTerms(t, map[string]any{"item": "book", "price": 12}), ProposeOptions{Timeout: 20 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			o, err := p.Wait(ctx)
+			if err != nil || o.Err() != nil {
+				t.Fatalf("outcome %+v err %v", o, err)
+			}
+			nodeTestCheck(t, agents, p.ID(), StateCommitted)
+			rec, err := DecodeRecord(o.Receipt)
+			if err != nil || VerifyRecord(rec) != nil || len(rec.Signatures) != size {
+				t.Fatalf("receipt does not verify: %v", err)
+			}
+		})
+	}
+}
+
+func TestNodeRejectAndManualDecisions(t *testing.T) {
+	agents := nodeTestNetwork(t, 2, nil)
+	a, b := agents[0], agents[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := a.node.Propose(ctx, []sign.AgentID{b.key.AgentID()}, nodeTestTerms(t, map[string]any{"price": 5}), ProposeOptions{Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// b sees the proposal waiting for a decision, then rejects it.
+	waitFor(t, func() bool {
+		s, err := b.node.Session(p.ID())
+		return err == nil && s.Pending
+	})
+	if err := b.node.Reject(p.ID(), "too low"); err != nil {
+		t.Fatal(err)
+	}
+	nodeTestCheck(t, agents, p.ID(), StateRejected)
+	o, _ := a.node.Wait(ctx, p.ID())
+	if !errors.Is(o.Err(), ErrRejected) {
+		t.Fatalf("err %v, want ErrRejected", o.Err())
+	}
+	if err := b.node.Accept(p.ID()); err == nil {
+		t.Fatal("accepting an ended session must fail")
+	}
+}
+
+func TestNodeOfflineAgentFailsInsideTimeout(t *testing.T) {
+	agents := nodeTestNetwork(t, 2, AcceptAll)
+	a, b := agents[0], agents[1]
+	b.node.Close()
+	timeout := 4 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	p, err := a.node.Propose(ctx, []sign.AgentID{b.key.AgentID()}, nodeTestTerms(t, map[string]any{"x": 1}), ProposeOptions{Timeout: timeout})
+	if err == nil {
+		var o *Outcome
+		o, err = p.Wait(ctx)
+		if err == nil {
+			err = o.Err()
+		}
+	}
+	if err == nil || !errors.Is(err, ErrAborted) && !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("err = %v, want aborted/unreachable", err)
+	}
+	if el := time.Since(start); el > timeout+time.Second {
+		t.Fatalf("took %v, timeout %v", el, timeout)
+	}
+	if want := b.key.AgentID().String(); !strings.Contains(err.Error(), want) && !strings.Contains(err.Error(), b.key.AgentID().Short()) {
+		t.Fatalf("error %q does not name the agent", err)
+	}
+}
+
+func TestNodeFinishedSessionSurvivesRestart(t *testing.T) {
+	agents := nodeTestNetwork(t, 2, AcceptAll)
+	a, b := agents[0], agents[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	p, err := a.node.Propose(ctx, []sign.AgentID{b.key.AgentID()}, nodeTestTerms(t, map[string]any{"x": 2}), ProposeOptions{Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := p.Wait(ctx)
+	if err != nil || o.State != StateCommitted {
+		t.Fatalf("%+v %v", o, err)
+	}
+	// Restart b from its chain: its finished session is still known and
+	// answers queries with the commit certificate.
+	b.node.Close()
+	b.startNode(t, AcceptAll, a)
+	s, err := b.node.Session(p.ID())
+	if err != nil || s.State != StateCommitted {
+		t.Fatalf("after restart: %+v %v", s, err)
+	}
+	nodeTestCheck(t, agents, p.ID(), StateCommitted)
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in time")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
