@@ -472,3 +472,26 @@ func TestCoreWitness(t *testing.T) {
 		}
 	})
 }
+
+func TestCoreInitiatorCrashAfterVoteResumes(t *testing.T) {
+	n := newCoreNet(t, "a", "b", "c")
+	a, b, c := n.nodes[0], n.nodes[1], n.nodes[2]
+	b.policy, c.policy = acceptAll, acceptAll
+	// a's preflights and readys are lost: a "crashed" right after its vote
+	// was durable. After restart it must complete the session by itself.
+	n.drop = func(from, to *coreNode, typ string) bool {
+		if from == a && (typ == protocol.TypePreflight || typ == protocol.TypeReady) && !a.down {
+			a.down = true
+		}
+		return from == a && a.down
+	}
+	id := n.propose(a, []*coreNode{b, c}, terms(t, map[string]any{"x": 1}), 0)
+	n.run(1_000)
+	if _, ok := a.ch.Lock(); !ok {
+		t.Fatal("a should hold its lock after its durable vote")
+	}
+	n.drop = nil
+	n.restart(a)
+	n.run(60_000)
+	n.checkInvariants(id, n.nodes, StateCommitted)
+}

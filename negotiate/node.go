@@ -51,6 +51,27 @@ type NodeConfig struct {
 	Logger *slog.Logger
 	// OnEvent, when set, is called (without locks held) for every engine event.
 	OnEvent func(Event)
+	// CrashHook, when set, is called at the named crash points (see
+	// CrashPoints); fault-injection tests make it kill the process there.
+	CrashHook func(point string)
+}
+
+// Crash points: where fault-injection tests kill a node (NodeConfig.CrashHook).
+const (
+	CrashNegotiating    = "negotiating"       // a proposal was sent or received
+	CrashAfterVote      = "after-vote"        // lock and signed vote are durable; nothing sent yet
+	CrashAfterReadySent = "after-ready-sent"  // this party's signature was delivered to a peer
+	CrashAfterCert      = "after-certificate" // the commit certificate is here; the append is not done
+	CrashAfterAppend    = "after-append"      // the record is appended and the lock released
+)
+
+// CrashPoints lists every crash point.
+var CrashPoints = []string{CrashNegotiating, CrashAfterVote, CrashAfterReadySent, CrashAfterCert, CrashAfterAppend}
+
+func (n *Node) crash(point string) {
+	if n.cfg.CrashHook != nil {
+		n.cfg.CrashHook(point)
+	}
 }
 
 // Node runs the engine over a libp2p host and a durable chain, with the
@@ -157,12 +178,21 @@ func (n *Node) step(in Input) error {
 	in.Now = n.now()
 	out := n.eng.Step(in)
 	for _, w := range out.Persist {
+		if w.Append != nil {
+			n.crash(CrashAfterCert)
+		}
 		if err := n.chain.Apply(w); err != nil {
 			// The engine's memory is ahead of the disk: stop, never send.
 			n.stopped = fmt.Errorf("%w: durable write failed: %v (restart the node to resume from the last checkpoint)", ErrNodeStopped, err)
 			n.log.Error("durable write failed; node stops", "session", w.Session, "err", err)
 			n.mu.Unlock()
 			return n.stopped
+		}
+		if w.AcquireLock != nil {
+			n.crash(CrashAfterVote)
+		}
+		if w.Append != nil {
+			n.crash(CrashAfterAppend)
 		}
 	}
 	for _, o := range out.Send {
@@ -188,6 +218,9 @@ func (n *Node) step(in Input) error {
 	}
 	n.mu.Unlock()
 	for _, ev := range out.Events {
+		if ev.Kind == EvProposal {
+			n.crash(CrashNegotiating)
+		}
 		n.log.Debug("session event", "session", ev.Session, "kind", ev.Kind, "phase", ev.Phase, "round", ev.Round, "reason", ev.Reason)
 		if ev.Kind == EvViolation {
 			n.log.Warn("protocol violation by a peer", "session", ev.Session, "from", ev.From, "what", ev.Reason)
@@ -297,6 +330,11 @@ func (n *Node) sender(to sign.AgentID, q chan []byte) {
 			ctx, cancel := context.WithTimeout(n.ctx, sendTimeout)
 			err := n.host.Send(ctx, to, frame)
 			cancel()
+			if err == nil && n.cfg.CrashHook != nil {
+				if env, oerr := protocol.OpenCertificate(frame); oerr == nil && env.Msg.Type == protocol.TypeReady {
+					n.crash(CrashAfterReadySent)
+				}
+			}
 			if err != nil && n.ctx.Err() == nil {
 				n.log.Debug("send failed", "to", to.Short(), "err", err)
 				n.reportUnreachable(to, frame, err)
@@ -402,6 +440,7 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawM
 	}
 	id := protocol.NewSessionID()
 	deadline := start.Add(opts.Timeout).UnixMilli()
+	defer n.crash(CrashNegotiating)
 	if err := n.step(Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: deadline, MaxRounds: opts.MaxRounds, Witness: witness}}); err != nil {
 		return nil, err
 	}

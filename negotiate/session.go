@@ -976,9 +976,14 @@ func (e *Engine) timer(now int64, t *Timer, out *Output) {
 			return
 		}
 		for i, p := range s.parties {
-			if i != s.selfIdx {
-				e.send(out, s, p.ID, protocol.TypeQuery, &protocol.Query{AgreementHash: s.ah})
+			if i == s.selfIdx {
+				continue
 			}
+			if s.role == RoleInitiator && s.readys[i] == nil {
+				// The preflight may have been lost: it is idempotent.
+				e.send(out, s, p.ID, protocol.TypePreflight, &protocol.Preflight{Agreement: *s.agreement, AgreementHash: s.ah})
+			}
+			e.send(out, s, p.ID, protocol.TypeQuery, &protocol.Query{AgreementHash: s.ah})
 		}
 		if s.witness != nil {
 			// The witness may have missed the preflight or a ready (or
@@ -1003,6 +1008,10 @@ func (e *Engine) resume(now int64, out *Output) {
 		s := e.sessions[id]
 		if s.final != "" || s.vote != voteSigned {
 			continue
+		}
+		if s.role == RoleInitiator {
+			// The crash may have come before the preflight left.
+			e.sendOthers(out, s, protocol.TypePreflight, &protocol.Preflight{Agreement: *s.agreement, AgreementHash: s.ah})
 		}
 		e.sendOthers(out, s, protocol.TypeReady, s.readys[s.selfIdx])
 		s.resolveDelay = e.cfg.ResolveInitialMillis
