@@ -653,8 +653,8 @@ func (e *Engine) earlyRefusal(s *session) *Received {
 // session s, creating it (and recording the refused vote) if needed. The
 // caller persists the checkpoint. The signed frame is an abort certificate.
 func (e *Engine) refusalFor(now int64, s *session, ah chain.Hash, reason string, busy bool, lockedBy string) []byte {
-	if s.vote == voteSigned {
-		panic("negotiate: refuse after signing") // invariant: a party signs or refuses, never both
+	if s.vote == voteSigned && ah == s.ah {
+		panic("negotiate: refuse after signing") // invariant: a party signs or refuses an agreement, never both
 	}
 	if cert, ok := s.refusals[ah]; ok {
 		return cert
@@ -668,7 +668,9 @@ func (e *Engine) refusalFor(now int64, s *session, ah chain.Hash, reason string,
 		s.refusals = make(map[chain.Hash][]byte)
 	}
 	s.refusals[ah] = cert
-	s.vote = voteRefused
+	if s.vote == voteNone {
+		s.vote = voteRefused
+	}
 	return cert
 }
 
@@ -883,6 +885,16 @@ func (e *Engine) onQuery(now int64, m *Received, q *protocol.Query, out *Output)
 		return fmt.Errorf("negotiate: query from %s: not a party of session %s", m.From.Short(), s.id)
 	}
 	switch {
+	case s.agreement != nil && q.AgreementHash != s.ah:
+		// Another agreement of this session (an equivocating initiator):
+		// this agent signs at most one agreement per session, and not that
+		// one, so a durable refusal of it is safe and ends it for the asker.
+		_, had := s.refusals[q.AgreementHash]
+		cert := e.refusalFor(now, s, q.AgreementHash, "this agent never signed that agreement of the session", false, "")
+		if !had {
+			out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
+		}
+		e.send(out, s, m.From, protocol.TypeAbort, &protocol.Abort{Certificate: cert})
 	case s.final == StateCommitted:
 		rec, err := DecodeRecord(s.receipt)
 		if err != nil {
@@ -898,9 +910,6 @@ func (e *Engine) onQuery(now int64, m *Received, q *protocol.Query, out *Output)
 		e.send(out, s, m.From, protocol.TypeStatus, &protocol.Status{State: string(PhaseNegotiating)})
 	default:
 		// Not signed and never going to: a durable refusal ends it for all.
-		if s.agreement != nil && q.AgreementHash != s.ah {
-			return fmt.Errorf("negotiate: query from %s: for another agreement of session %s", m.From.Short(), s.id)
-		}
 		_, had := s.refusals[q.AgreementHash]
 		cert := e.refusalFor(now, s, q.AgreementHash, "this agent did not sign this session and will not", false, "")
 		wasOpen := s.final == ""

@@ -1,0 +1,627 @@
+package negotiate
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	dht "github.com/libp2p/go-libp2p-kad-dht"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
+	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// Errors of the transport layer; test with errors.Is. Every returned error
+// wraps one of them (or a protocol error) and names the agent concerned.
+var (
+	// ErrAgentNotFound: no valid record of the agent is in the DHT.
+	ErrAgentNotFound = errors.New("negotiate: agent not found")
+	// ErrTimeout: the operation did not finish in time. Errors wrapping it
+	// also wrap context.DeadlineExceeded.
+	ErrTimeout = errors.New("negotiate: timed out")
+	// ErrRefused: the receiver refused a direct message; see *RefusedError
+	// for its reason.
+	ErrRefused = errors.New("negotiate: refused")
+	// ErrUnreachable: the agent's record was found but none of its
+	// addresses answered.
+	ErrUnreachable = errors.New("negotiate: agent unreachable")
+	// ErrPeerMismatch: a connection's peer ID is not the one the agent's
+	// signed record names.
+	ErrPeerMismatch = errors.New("negotiate: peer ID does not match the agent record")
+	// ErrBadAgentRecord: an agent record is malformed, badly signed, expired or
+	// names another agent.
+	ErrBadAgentRecord = errors.New("negotiate: bad agent record")
+	// ErrHostClosed: the host was closed.
+	ErrHostClosed = errors.New("negotiate: host closed")
+)
+
+// HostConfig configures a Host. The zero value of every field but Key is
+// usable.
+type HostConfig struct {
+	// Key is the agent key: it signs messages and the agent record.
+	// Required.
+	Key *sign.PrivateKey
+	// PeerKeyFile holds the libp2p identity (the transport key, not the
+	// agent key), created with mode 0600 when missing. Empty means a new
+	// identity in memory on every start (tests).
+	PeerKeyFile string
+	// Listen lists the multiaddrs to listen on. Empty means
+	// DefaultListenAddrs (loopback only, random ports).
+	Listen []string
+	// Bootstrap lists multiaddrs (with /p2p/<peer-id>) of nodes to join
+	// the DHT through. Empty means none: the node finds peers by mDNS or
+	// by others bootstrapping from it.
+	Bootstrap []string
+	// MDNS turns on LAN discovery by multicast DNS. The zero value (false)
+	// leaves it off; the CLI turns it on by default.
+	MDNS bool
+	// Logger receives debug logs of refused frames and discovery. Nil
+	// means discard.
+	Logger *slog.Logger
+	// Now is the clock used for expiries. Nil means time.Now.
+	Now func() time.Time
+}
+
+// DefaultListenAddrs are the listen addresses when HostConfig.Listen is
+// empty: TCP and QUIC on loopback with random ports.
+var DefaultListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+
+// SessionHandler receives every verified inbound session frame (a
+// protocol envelope whose sender matches its connection). It runs on the
+// stream's goroutine: it must return quickly (hand the envelope to the
+// engine) since frames of that stream wait for it.
+type SessionHandler func(env *protocol.Envelope)
+
+// Host is one node's libp2p host with the DHT, discovery, session frames
+// and direct messages. It is safe for concurrent use. Close it when done.
+type Host struct {
+	key   *sign.PrivateKey
+	self  sign.AgentID
+	h     host.Host
+	dht   *dht.IpfsDHT
+	mdns  io.Closer
+	log   *slog.Logger
+	now   func() time.Time
+	guard atomic.Pointer[protocol.ReplayGuard] // swapped only by benchmarks
+	lim   *hostLimiter
+	inbox *hostInbox
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	republish chan struct{}
+
+	mu         sync.Mutex
+	closed     bool
+	session    SessionHandler
+	direct     DirectHandler
+	out        map[peer.ID]*hostOutStream
+	records    map[sign.AgentID]*hostCachedRecord
+	ownRecord  *protocol.AgentInfo
+	ownSeq     uint64
+	published  time.Time
+	lastPubErr error
+
+	stats hostCounters
+}
+
+// hostOutStream is the reusable outbound session stream to one peer.
+type hostOutStream struct {
+	mu       sync.Mutex
+	s        network.Stream
+	lastUsed time.Time
+}
+
+// hostCounters are the host's statistics (atomics).
+type hostCounters struct {
+	framesIn      atomic.Uint64
+	framesOut     atomic.Uint64
+	refused       atomic.Uint64
+	rateLimited   atomic.Uint64
+	streamsDenied atomic.Uint64
+	lastRefusal   atomic.Pointer[string]
+}
+
+// HostStats counts what the host did since it started.
+type HostStats struct {
+	// FramesIn counts inbound frames (session and direct) that were
+	// accepted and handed on.
+	FramesIn uint64 `json:"frames_in"`
+	// FramesOut counts frames written by Send.
+	FramesOut uint64 `json:"frames_out"`
+	// Refused counts inbound frames refused: malformed, oversized, badly
+	// signed, expired, replayed, for another agent or from a peer that
+	// does not match the sender's record.
+	Refused uint64 `json:"refused"`
+	// RateLimited counts inbound frames dropped because their peer was
+	// over PeerFramesPerSecond.
+	RateLimited uint64 `json:"rate_limited"`
+	// StreamsDenied counts inbound streams reset because their peer held
+	// MaxInboundStreamsPerPeer already.
+	StreamsDenied uint64 `json:"streams_denied"`
+	// LastRefusal is the error of the last refused frame ("" if none).
+	LastRefusal string `json:"last_refusal,omitempty"`
+}
+
+// PeerInfo is one connected peer.
+type PeerInfo struct {
+	// ID is the libp2p peer ID.
+	ID string `json:"id"`
+	// Addrs are the remote addresses of the open connections.
+	Addrs []string `json:"addrs"`
+	// Agent is the agent whose known record names this peer, if any.
+	Agent sign.AgentID `json:"agent,omitempty"`
+}
+
+// NewHost starts a libp2p host for cfg.Key: it listens, joins the DHT
+// through cfg.Bootstrap, starts mDNS if asked, and publishes the agent
+// record (then republishes it every AgentRecordRepublish and whenever the
+// listen addresses change). Bootstrap peers that cannot be reached are
+// logged, not fatal: the node keeps trying to publish.
+func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
+	if cfg.Key == nil {
+		return nil, errors.New("negotiate: host: HostConfig.Key (the agent key) is required")
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	listen := cfg.Listen
+	if len(listen) == 0 {
+		listen = DefaultListenAddrs
+	}
+	bootstrap, err := hostParseBootstrap(cfg.Bootstrap)
+	if err != nil {
+		return nil, err
+	}
+	peerKey, err := hostLoadPeerKey(cfg.PeerKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(hostResourceLimits()))
+	if err != nil {
+		return nil, fmt.Errorf("negotiate: host: resource manager: %w", err)
+	}
+	lh, err := libp2p.New(
+		libp2p.Identity(peerKey),
+		libp2p.ListenAddrStrings(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(libp2pquic.NewTransport),
+		libp2p.Security(noise.ID, noise.New),
+		libp2p.Security(libp2ptls.ID, libp2ptls.New),
+		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.UserAgent("negotiate/"+protocol.ProtocolVersion),
+		libp2p.DisableRelay(),
+		libp2p.DisableMetrics(),
+	)
+	if err != nil {
+		rm.Close()
+		return nil, fmt.Errorf("negotiate: host: start libp2p on %v: %w", listen, err)
+	}
+	hctx, cancel := context.WithCancel(context.Background())
+	h := &Host{
+		key:       cfg.Key,
+		self:      cfg.Key.AgentID(),
+		h:         lh,
+		log:       logger.With("agent", cfg.Key.AgentID().Short()),
+		now:       now,
+		lim:       newHostLimiter(),
+		inbox:     newHostInbox(),
+		ctx:       hctx,
+		cancel:    cancel,
+		republish: make(chan struct{}, 1),
+		out:       make(map[peer.ID]*hostOutStream),
+		records:   make(map[sign.AgentID]*hostCachedRecord),
+	}
+	h.guard.Store(protocol.NewReplayGuard(0, 0))
+	if err := h.hostStartDiscovery(ctx, bootstrap, cfg.MDNS); err != nil {
+		h.Close()
+		return nil, err
+	}
+	lh.SetStreamHandler(protocol.ProtocolSession, h.hostHandleSession)
+	lh.SetStreamHandler(protocol.ProtocolMsg, h.hostHandleDirect)
+	return h, nil
+}
+
+// hostParseBootstrap parses bootstrap multiaddrs, each with /p2p/<id>.
+func hostParseBootstrap(addrs []string) ([]peer.AddrInfo, error) {
+	var out []peer.AddrInfo
+	for _, s := range addrs {
+		ai, err := peer.AddrInfoFromString(s)
+		if err != nil {
+			return nil, fmt.Errorf("negotiate: bootstrap address %q: %w (want e.g. /ip4/1.2.3.4/tcp/4001/p2p/12D3KooW...)", s, err)
+		}
+		out = append(out, *ai)
+	}
+	return out, nil
+}
+
+// hostPeerKeyMaxBytes bounds a peer key file: an Ed25519 key is 68 bytes.
+const hostPeerKeyMaxBytes = 64 << 10
+
+// hostLoadPeerKey loads the libp2p identity from path, creating it (mode
+// 0600) if missing. An empty path gives a fresh in-memory identity.
+func hostLoadPeerKey(path string) (crypto.PrivKey, error) {
+	if path == "" {
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("negotiate: generate peer key: %w", err)
+		}
+		return k, nil
+	}
+	st, err := os.Stat(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		k, _, err := crypto.GenerateEd25519Key(rand.Reader)
+		if err != nil {
+			return nil, fmt.Errorf("negotiate: generate peer key: %w", err)
+		}
+		raw, err := crypto.MarshalPrivateKey(k)
+		if err != nil {
+			return nil, fmt.Errorf("negotiate: encode peer key: %w", err)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("negotiate: peer key directory: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("negotiate: create peer key file: %w", err)
+		}
+		if _, err := f.Write(raw); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("negotiate: write peer key file %s: %w", path, err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("negotiate: sync peer key file %s: %w", path, err)
+		}
+		if err := f.Close(); err != nil {
+			return nil, fmt.Errorf("negotiate: close peer key file %s: %w", path, err)
+		}
+		return k, nil
+	case err != nil:
+		return nil, fmt.Errorf("negotiate: peer key file: %w", err)
+	}
+	if st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("negotiate: peer key file %s has mode %04o and is readable by others: run `chmod 600 %s`", path, st.Mode().Perm(), path)
+	}
+	if st.Size() > hostPeerKeyMaxBytes {
+		return nil, fmt.Errorf("negotiate: peer key file %s is %d bytes, too large to be a key: delete it to make a new peer identity", path, st.Size())
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("negotiate: read peer key file: %w", err)
+	}
+	k, err := crypto.UnmarshalPrivateKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("negotiate: peer key file %s is damaged (%v): delete it to make a new peer identity", path, err)
+	}
+	return k, nil
+}
+
+// AgentID is the agent this host speaks for.
+func (h *Host) AgentID() sign.AgentID { return h.self }
+
+// PeerID is the libp2p peer ID of this host.
+func (h *Host) PeerID() peer.ID { return h.h.ID() }
+
+// Addrs are the host's listen multiaddrs, each ending in /p2p/<peer-id>,
+// ready to be used as a bootstrap address by another node.
+func (h *Host) Addrs() []string {
+	suffix, err := ma.NewComponent("p2p", h.h.ID().String())
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, a := range h.h.Addrs() {
+		out = append(out, a.Encapsulate(suffix.Multiaddr()).String())
+	}
+	return out
+}
+
+// Libp2p exposes the underlying libp2p host (for tests and diagnostics).
+func (h *Host) Libp2p() host.Host { return h.h }
+
+// Peers lists the connected peers with their connection addresses and,
+// where a known record names the peer, its agent.
+func (h *Host) Peers() []PeerInfo {
+	agents := make(map[string]sign.AgentID)
+	h.mu.Lock()
+	for id, r := range h.records {
+		agents[r.info.PeerID] = id
+	}
+	h.mu.Unlock()
+	var out []PeerInfo
+	for _, p := range h.h.Network().Peers() {
+		pi := PeerInfo{ID: p.String(), Agent: agents[p.String()]}
+		for _, c := range h.h.Network().ConnsToPeer(p) {
+			pi.Addrs = append(pi.Addrs, c.RemoteMultiaddr().String())
+		}
+		out = append(out, pi)
+	}
+	return out
+}
+
+// Stats returns the host's counters.
+func (h *Host) Stats() HostStats {
+	s := HostStats{
+		FramesIn:      h.stats.framesIn.Load(),
+		FramesOut:     h.stats.framesOut.Load(),
+		Refused:       h.stats.refused.Load(),
+		RateLimited:   h.stats.rateLimited.Load(),
+		StreamsDenied: h.stats.streamsDenied.Load(),
+	}
+	if p := h.stats.lastRefusal.Load(); p != nil {
+		s.LastRefusal = *p
+	}
+	return s
+}
+
+// SetSessionHandler sets the receiver of inbound session frames. Until it
+// is set (or after it is set to nil) session frames are verified, then
+// dropped.
+func (h *Host) SetSessionHandler(fn SessionHandler) {
+	h.mu.Lock()
+	h.session = fn
+	h.mu.Unlock()
+}
+
+// Close stops discovery, closes all streams and the libp2p host. It is
+// safe to call more than once.
+func (h *Host) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	outs := h.out
+	h.out = make(map[peer.ID]*hostOutStream)
+	h.mu.Unlock()
+	h.cancel()
+	for _, o := range outs {
+		o.mu.Lock()
+		if o.s != nil {
+			o.s.Reset()
+			o.s = nil
+		}
+		o.mu.Unlock()
+	}
+	var errs []error
+	if h.mdns != nil {
+		errs = append(errs, h.mdns.Close())
+	}
+	if h.dht != nil {
+		errs = append(errs, h.dht.Close())
+	}
+	h.wg.Wait()
+	errs = append(errs, h.h.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("negotiate: close host: %w", err)
+	}
+	return nil
+}
+
+// hostCtx derives a context bounded by the host's life and, if ctx has no
+// deadline, by def.
+func (h *Host) hostCtx(ctx context.Context, def time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); !ok && def > 0 {
+		ctx, cancel := context.WithTimeout(ctx, def)
+		stop := context.AfterFunc(h.ctx, cancel)
+		return ctx, func() { stop(); cancel() }
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(h.ctx, cancel)
+	return ctx, func() { stop(); cancel() }
+}
+
+// hostRefuse counts and logs a refused inbound frame.
+func (h *Host) hostRefuse(remote peer.ID, proto string, err error) {
+	h.stats.refused.Add(1)
+	msg := err.Error()
+	h.stats.lastRefusal.Store(&msg)
+	h.log.Debug("refused inbound frame", "peer", remote.String(), "protocol", proto, "err", err)
+}
+
+// hostDeadlineError maps a context or stream-deadline error to ErrTimeout
+// (also wrapping context.DeadlineExceeded), keeps other errors as they are.
+func hostDeadlineError(ctx context.Context, err error) error {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout()) ||
+		(ctx != nil && errors.Is(ctx.Err(), context.DeadlineExceeded)) {
+		return fmt.Errorf("%w (%w): %w", ErrTimeout, context.DeadlineExceeded, err)
+	}
+	return err
+}
+
+// Send writes one sealed frame (from protocol.Seal) to agent to on the
+// session protocol. It resolves and dials the agent as needed and reuses
+// one open stream per peer; when writing on a reused stream fails it opens
+// a new one once. Delivery is one-way: the peer answers, if at all, with
+// its own Send.
+func (h *Host) Send(ctx context.Context, to sign.AgentID, frame []byte) error {
+	if len(frame) == 0 || len(frame) > protocol.MaxFrameBytes {
+		return fmt.Errorf("negotiate: send to %s: frame of %d bytes: %w", to.Short(), len(frame), protocol.ErrTooLarge)
+	}
+	ctx, cancel := h.hostCtx(ctx, DefaultRequestTimeout)
+	defer cancel()
+	pid, err := h.hostConnect(ctx, to)
+	if err != nil {
+		return fmt.Errorf("negotiate: send to %s: %w", to.Short(), err)
+	}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return ErrHostClosed
+	}
+	o, ok := h.out[pid]
+	if !ok {
+		if len(h.out) >= hostMaxTrackedPeers {
+			h.hostPruneOutLocked()
+		}
+		o = &hostOutStream{}
+		h.out[pid] = o
+	}
+	h.mu.Unlock()
+
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		now := time.Now()
+		if o.s != nil && now.Sub(o.lastUsed) > hostOutStreamIdle {
+			o.s.Close()
+			o.s = nil
+		}
+		fresh := o.s == nil
+		if fresh {
+			s, err := h.h.NewStream(ctx, pid, protocol.ProtocolSession)
+			if err != nil {
+				if ctx.Err() != nil {
+					return fmt.Errorf("negotiate: send to %s: open stream: %w", to.Short(), hostDeadlineError(ctx, err))
+				}
+				return fmt.Errorf("negotiate: send to %s: %w: open stream: %w", to.Short(), ErrUnreachable, err)
+			}
+			o.s = s
+		}
+		deadline := now.Add(hostWriteTimeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		o.s.SetWriteDeadline(deadline)
+		err := protocol.WriteFrame(o.s, frame)
+		if err == nil {
+			o.lastUsed = now
+			h.stats.framesOut.Add(1)
+			return nil
+		}
+		o.s.Reset()
+		o.s = nil
+		if ctx.Err() != nil {
+			return fmt.Errorf("negotiate: send to %s: %w", to.Short(), hostDeadlineError(ctx, err))
+		}
+		if fresh || attempt > 0 {
+			return fmt.Errorf("negotiate: send to %s: %w: %w", to.Short(), ErrUnreachable, err)
+		}
+	}
+}
+
+// hostPruneOutLocked forgets outbound streams to peers we are no longer
+// connected to; the caller holds h.mu.
+func (h *Host) hostPruneOutLocked() {
+	for p, o := range h.out {
+		if h.h.Network().Connectedness(p) != network.Connected && o.mu.TryLock() {
+			if o.s != nil {
+				o.s.Reset()
+				o.s = nil
+			}
+			o.mu.Unlock()
+			delete(h.out, p)
+		}
+	}
+}
+
+// hostHandleSession serves one inbound session stream: frames in a loop,
+// each verified, checked against replay and the sender's record, then
+// handed to the session handler.
+func (h *Host) hostHandleSession(s network.Stream) {
+	remote := s.Conn().RemotePeer()
+	if !h.lim.acquireStream(remote, false, time.Now()) {
+		h.stats.streamsDenied.Add(1)
+		h.log.Debug("too many session streams", "peer", remote.String())
+		s.Reset()
+		return
+	}
+	defer h.lim.releaseStream(remote, false)
+	if err := s.Scope().SetService(hostServiceName); err != nil {
+		h.log.Debug("session stream: attach service", "peer", remote.String(), "err", err)
+		s.Reset()
+		return
+	}
+	if err := s.Scope().ReserveMemory(protocol.MaxFrameBytes, network.ReservationPriorityAlways); err != nil {
+		h.stats.streamsDenied.Add(1)
+		h.log.Debug("session stream: reserve memory", "peer", remote.String(), "err", err)
+		s.Reset()
+		return
+	}
+	defer s.Scope().ReleaseMemory(protocol.MaxFrameBytes)
+	for {
+		s.SetReadDeadline(time.Now().Add(hostSessionIdleTimeout))
+		frame, err := protocol.ReadFrame(s, protocol.MaxFrameBytes)
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				s.Close()
+				return
+			}
+			if errors.Is(err, protocol.ErrMalformed) || errors.Is(err, protocol.ErrTooLarge) {
+				h.hostRefuse(remote, protocol.ProtocolSession, fmt.Errorf("framing: %w", err))
+			} else {
+				h.log.Debug("session stream closed", "peer", remote.String(), "err", err)
+			}
+			s.Reset()
+			return
+		}
+		if !h.lim.allowFrame(remote, time.Now()) {
+			h.stats.rateLimited.Add(1)
+			h.log.Debug("session frame over rate limit dropped", "peer", remote.String())
+			continue
+		}
+		env, err := h.hostOpenInbound(frame, remote)
+		if err != nil {
+			h.hostRefuse(remote, protocol.ProtocolSession, err)
+			continue
+		}
+		h.mu.Lock()
+		fn := h.session
+		h.mu.Unlock()
+		h.stats.framesIn.Add(1)
+		if fn != nil {
+			fn(env)
+		}
+	}
+}
+
+// hostOpenInbound opens a frame addressed to us, refuses replays, and
+// checks that the sender's record names the connection's peer.
+func (h *Host) hostOpenInbound(frame []byte, remote peer.ID) (*protocol.Envelope, error) {
+	nowMs := h.now().UnixMilli()
+	env, err := protocol.OpenFor(frame, h.self, nowMs)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.hostCheckSender(env.Msg.From, remote); err != nil {
+		return nil, err
+	}
+	if err := h.guard.Load().Check(env, nowMs); err != nil {
+		return nil, err
+	}
+	return env, nil
+}

@@ -1,0 +1,73 @@
+package scenarios
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// exploreRuns is the seed count per scenario in go test; set
+// SCENARIO_EXPLORE_RUNS (e.g. 2000) for a deeper exploration.
+func exploreRuns(t *testing.T, def int) int {
+	if v := os.Getenv("SCENARIO_EXPLORE_RUNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("SCENARIO_EXPLORE_RUNS=%q: give a positive number", v)
+		}
+		return n
+	}
+	if testing.Short() {
+		return def / 10
+	}
+	return def
+}
+
+func TestExploreInvariantsHold(t *testing.T) {
+	for _, file := range []string{"3-party-agreement.yaml", "crash-participant-after-ready-sent.yaml", "busy-chain.yaml"} {
+		t.Run(file, func(t *testing.T) {
+			scs, err := Load(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			rep, err := Explore(context.Background(), scs[0], ExploreOptions{Runs: exploreRuns(t, 300)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Logf("%d runs in %v (%.0f runs/s), outcomes %v, %d crashes", rep.Runs, time.Since(start).Round(time.Millisecond), rep.RunsPerSecond, rep.Outcomes, rep.Crashes)
+			for _, f := range rep.Failures {
+				t.Errorf("seed %d: %+v\n  replay: %s", f.Seed, f.Violations, f.Replay)
+			}
+		})
+	}
+}
+
+// TestExploreAllShipped explores every shipped scenario; it runs only when
+// SCENARIO_EXPLORE_RUNS is set (e.g. SCENARIO_EXPLORE_RUNS=2000).
+func TestExploreAllShipped(t *testing.T) {
+	if os.Getenv("SCENARIO_EXPLORE_RUNS") == "" {
+		t.Skip("set SCENARIO_EXPLORE_RUNS=2000 to explore every shipped scenario")
+	}
+	scs, err := Load(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seal := os.Getenv("SCENARIO_SEAL") != ""
+	for _, sc := range scs {
+		t.Run(sc.Name, func(t *testing.T) {
+			rep, err := Explore(context.Background(), sc, ExploreOptions{Runs: exploreRuns(t, 300), Seal: seal})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.Skipped != "" {
+				t.Skip(rep.Skipped)
+			}
+			t.Logf("%d runs (%.0f/s), outcomes %v", rep.Runs, rep.RunsPerSecond, rep.Outcomes)
+			for _, f := range rep.Failures {
+				t.Errorf("seed %d: %+v\n  replay: %s", f.Seed, f.Violations, f.Replay)
+			}
+		})
+	}
+}

@@ -1,0 +1,473 @@
+package scenarios
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// Real-mode limits.
+const (
+	// realStartTimeout bounds starting one node and finding every peer.
+	realStartTimeout = 20 * time.Second
+	// realGrace is how long after a session's deadline a real run waits for
+	// every party's outcome (signed parties resolve by query).
+	realGrace = 20 * time.Second
+	// realResolveInitial / realResolveMax speed up resolution in real runs.
+	realResolveInitial = 300 * time.Millisecond
+	realResolveMax     = 2 * time.Second
+)
+
+// RealOptions configures RunReal.
+type RealOptions struct {
+	// KeepDir keeps the temporary directory with the chains (its path is
+	// in the report's notes); otherwise it is removed.
+	KeepDir bool
+	// Progress, if set, receives one line per step as the run goes.
+	Progress func(line string)
+}
+
+type realNode struct {
+	sn   *simNode
+	ch   *chain.Chain
+	node *negotiate.Node
+	mu   sync.Mutex
+	// events seen, guarded by mu
+	pending  map[string]bool
+	finals   map[string]*negotiate.Outcome
+	finalAt  map[string]int64
+	violated []string
+}
+
+// RunReal runs a scenario with real nodes on 127.0.0.1 and real bbolt
+// chains in a temporary directory. Faults other than crashes at a time
+// cannot be injected into real nodes: a scenario that needs them is
+// reported as skipped, naming the fault.
+func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, err error) {
+	if sc == nil {
+		return nil, errors.New("scenarios: RunReal: no scenario")
+	}
+	progress := func(format string, args ...any) {
+		if opts.Progress != nil {
+			opts.Progress(fmt.Sprintf(format, args...))
+		}
+	}
+	rep = &Report{Scenario: sc.Name, File: sc.File, Mode: "real", Outcomes: map[string]map[string]PartyOutcome{}}
+	if why := realUnsupported(sc); why != "" {
+		rep.Status, rep.Skipped = "skipped", "skipped: "+why
+		return rep, nil
+	}
+	dir, err := os.MkdirTemp("", "negotiate-scenario-")
+	if err != nil {
+		return nil, fmt.Errorf("scenarios: real run: %w", err)
+	}
+	if opts.KeepDir {
+		rep.Notes = append(rep.Notes, "chains kept in "+dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	// The sim structures hold the parties, sessions and checks; engines
+	// live inside the real nodes.
+	s := &sim{sc: sc, real: true, byID: map[sign.AgentID]*simNode{}, byName: map[string]*simNode{},
+		byName2: map[string]*simSession{}, bySID: map[string]*simSession{}, checker: &recordChecker{verified: map[chain.Hash]error{}}}
+	start := time.Now()
+	var nodes []*realNode
+	defer func() {
+		for _, rn := range nodes {
+			if rn.node != nil {
+				rn.node.Close()
+			}
+			rn.ch.Close()
+		}
+	}()
+	for i, p := range sc.Parties {
+		key, err := partyKey(sc.Name, p.Name, p.Scheme)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := chain.Create(filepath.Join(dir, p.Name+".db"), key, time.Now().UnixMilli())
+		if err != nil {
+			return nil, fmt.Errorf("scenarios: chain of %s: %w", p.Name, err)
+		}
+		pol := p.Policy
+		sn := &simNode{name: p.Name, idx: i, key: key, policy: &pol, firstFinal: map[string]int64{},
+			consent: map[string]map[consentKey]bool{}, up: true}
+		rn := &realNode{sn: sn, ch: ch, pending: map[string]bool{}, finals: map[string]*negotiate.Outcome{}, finalAt: map[string]int64{}}
+		nodes = append(nodes, rn)
+		s.nodes = append(s.nodes, sn)
+		s.byID[key.AgentID()] = sn
+		s.byName[p.Name] = sn
+		var boot []string
+		if i > 0 {
+			boot = nodes[0].node.Host().Addrs()[:1]
+		}
+		if err := rn.start(ctx, boot); err != nil {
+			return nil, err
+		}
+		progress("%s started as %s", p.Name, key.AgentID().Short())
+	}
+	for _, a := range nodes {
+		for _, b := range nodes {
+			if a == b {
+				continue
+			}
+			rctx, cancel := context.WithTimeout(ctx, realStartTimeout)
+			_, err := a.node.Host().Resolve(rctx, b.sn.key.AgentID())
+			cancel()
+			if err != nil {
+				return nil, fmt.Errorf("scenarios: %s cannot find %s: %w", a.sn.name, b.sn.name, err)
+			}
+		}
+	}
+	byName := map[string]*realNode{}
+	for _, rn := range nodes {
+		byName[rn.sn.name] = rn
+	}
+	for _, f := range sc.Faults {
+		if c := f.Crash; c != nil {
+			rn, at := byName[c.Party], c.AtTime.D()
+			restart := defaultRestartAfter
+			if c.RestartAfter != nil {
+				restart = c.RestartAfter.D()
+			}
+			boot := nodes[0].node.Host().Addrs()[:1]
+			go func() {
+				select {
+				case <-time.After(at):
+				case <-ctx.Done():
+					return
+				}
+				rn.crashAndRestart(ctx, restart, boot, progress)
+			}()
+		}
+	}
+	var lastDeadline time.Time
+	for i, st := range sc.Steps {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		switch {
+		case st.Propose != nil:
+			p := st.Propose
+			init := byName[p.From]
+			var with []sign.AgentID
+			ss := &simSession{name: p.ID, init: init.sn, parties: []*simNode{init.sn}, start: time.Now().UnixMilli()}
+			for _, w := range p.With {
+				with = append(with, byName[w].sn.key.AgentID())
+				ss.parties = append(ss.parties, byName[w].sn)
+			}
+			terms, _ := encodeTerms(p.Terms)
+			po := negotiate.ProposeOptions{Timeout: p.Timeout.D(), MaxRounds: p.MaxRounds}
+			if p.Witness != "" {
+				po.Witness = byName[p.Witness].sn.key.AgentID()
+			}
+			if d := time.Now().Add(p.Timeout.D()); d.After(lastDeadline) {
+				lastDeadline = d
+			}
+			pend, err := init.node.Propose(ctx, with, terms, po)
+			if err != nil {
+				if p.Witness != "" && strings.Contains(err.Error(), "witness") {
+					rep.Status, rep.Skipped = "skipped", "skipped: witness mode not implemented ("+err.Error()+")"
+					return rep, nil
+				}
+				s.expect = append(s.expect, Line{Name: "propose " + p.ID, Detail: err.Error()})
+				continue
+			}
+			ss.id = pend.ID()
+			init.sn.consents(ss.id)[consentKey{1, termsHashOf(terms)}] = true
+			s.sessions = append(s.sessions, ss)
+			s.byName2[ss.name], s.bySID[ss.id] = ss, ss
+			progress("%s proposed %s (%s)", p.From, p.ID, ss.id)
+		case st.Wait != nil:
+			select {
+			case <-time.After(st.Wait.D()):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		case st.Message != nil:
+			m := st.Message
+			to := byName[m.To].sn.key.AgentID()
+			timeout := m.Timeout.D()
+			if timeout == 0 {
+				timeout = 10 * time.Second
+			}
+			rctx, cancel := context.WithTimeout(ctx, timeout)
+			_, err := byName[m.From].node.Host().Request(rctx, to, "text/plain", []byte(m.Payload))
+			cancel()
+			l := Line{Name: fmt.Sprintf("steps[%d] message %s→%s delivered", i, m.From, m.To), Passed: err == nil || errors.Is(err, negotiate.ErrRefused)}
+			if err != nil {
+				l.Detail = err.Error()
+			}
+			s.expect = append(s.expect, l)
+		default:
+			d, action := st.decision()
+			rn, ss := byName[d.Party], s.byName2[d.Session]
+			name := fmt.Sprintf("steps[%d] %s %s %s", i, d.Party, action, d.Session)
+			if ss == nil || ss.id == "" {
+				s.expect = append(s.expect, Line{Name: name, Detail: "the session was never proposed"})
+				continue
+			}
+			within := d.Within.D()
+			if within == 0 {
+				within = sc.stepTimeout(d.Session)
+			}
+			if action != "abort" && !rn.waitPending(ctx, ss.id, within) {
+				s.expect = append(s.expect, Line{Name: name, Detail: "no decision was pending in time"})
+				continue
+			}
+			dec := negotiate.Decision{Session: ss.id, Action: negotiate.Action(action), Reason: d.Reason}
+			if action == "counter" {
+				dec.Terms, _ = encodeTerms(d.Terms)
+			}
+			rn.noteDecision(ss.id, dec)
+			if err := rn.node.Decide(dec); err != nil {
+				s.expect = append(s.expect, Line{Name: name, Detail: err.Error()})
+				continue
+			}
+			s.expect = append(s.expect, Line{Name: name, Passed: true})
+			progress("%s decided %s on %s", d.Party, action, d.Session)
+		}
+	}
+	// Wait for every party's outcome of every session.
+	wctx, cancel := context.WithDeadline(ctx, lastDeadline.Add(realGrace))
+	defer cancel()
+	for _, ss := range s.sessions {
+		for _, sn := range ss.parties {
+			rn := byName[sn.name]
+			if _, err := rn.node.Wait(wctx, ss.id); err != nil && !errors.Is(err, negotiate.ErrUnknownSession) {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %s: %v", ss.name, sn.name, err))
+			}
+		}
+	}
+	// Read every chain into a store view and check.
+	for _, rn := range nodes {
+		if err := rn.snapshot(); err != nil {
+			return nil, err
+		}
+	}
+	for _, ss := range s.sessions {
+		m := map[string]PartyOutcome{}
+		for _, sn := range ss.parties {
+			m[sn.name] = byName[sn.name].outcome(ss)
+		}
+		rep.Outcomes[ss.name] = m
+	}
+	s.realOutcomes = func(n *simNode, ss *simSession) PartyOutcome { return byName[n.name].outcome(ss) }
+	rep.Invariants = s.checkInvariants()
+	rep.Expectations = append(s.expect, s.checkExpectations(rep)...)
+	rep.VirtualMillis = time.Since(start).Milliseconds()
+	rep.Passed = true
+	for _, l := range append(append([]Line(nil), rep.Expectations...), rep.Invariants...) {
+		if !l.Passed {
+			rep.Passed = false
+		}
+	}
+	rep.Status = "failed"
+	if rep.Passed {
+		rep.Status = "passed"
+	}
+	rep.Replay = "go run ./cmd/negotiate scenario run " + fileOrName(sc)
+	return rep, nil
+}
+
+// realUnsupported names a fault real nodes cannot be given, if any.
+func realUnsupported(sc *Scenario) string {
+	if sc.Network.Loss > 0 || len(sc.Network.Links) > 0 {
+		return "real mode runs on the loopback network: per-link latency and loss need --sim"
+	}
+	for i, f := range sc.Faults {
+		switch {
+		case f.Crash != nil && f.Crash.AtTime != nil:
+		case f.Crash != nil:
+			return fmt.Sprintf("faults[%d]: crashes at a protocol step are injected by the simulator only (--sim)", i)
+		default:
+			_, kind := f.link()
+			if kind == "" {
+				kind = "partition"
+				if f.Byzantine != nil {
+					kind = "byzantine"
+				}
+			}
+			return fmt.Sprintf("faults[%d]: %s faults are injected by the simulator only (--sim)", i, kind)
+		}
+	}
+	return ""
+}
+
+func (sc *Scenario) stepTimeout(session string) time.Duration {
+	for _, st := range sc.Steps {
+		if st.Propose != nil && st.Propose.ID == session {
+			return st.Propose.Timeout.D()
+		}
+	}
+	return DefaultTimeout
+}
+
+func termsHashOf(terms []byte) chain.Hash { return chain.Hash(sign.Hash(terms)) }
+
+func (rn *realNode) start(ctx context.Context, boot []string) error {
+	sctx, cancel := context.WithTimeout(ctx, realStartTimeout)
+	defer cancel()
+	n, err := negotiate.StartNode(sctx, negotiate.NodeConfig{
+		Key: rn.sn.key, Chain: rn.ch, Policy: negotiate.PolicyFunc(rn.decide),
+		Host:           negotiate.HostConfig{Bootstrap: boot},
+		ResolveInitial: realResolveInitial, ResolveMax: realResolveMax, OnEvent: rn.onEvent,
+	})
+	if err != nil {
+		return fmt.Errorf("scenarios: start %s: %w", rn.sn.name, err)
+	}
+	rn.mu.Lock()
+	rn.node = n
+	rn.mu.Unlock()
+	return nil
+}
+
+func (rn *realNode) crashAndRestart(ctx context.Context, after time.Duration, boot []string, progress func(string, ...any)) {
+	rn.mu.Lock()
+	n := rn.node
+	rn.mu.Unlock()
+	n.Close()
+	progress("%s crashed", rn.sn.name)
+	select {
+	case <-time.After(after):
+	case <-ctx.Done():
+		return
+	}
+	if err := rn.start(ctx, boot); err != nil {
+		progress("%s: restart failed: %v", rn.sn.name, err)
+		return
+	}
+	progress("%s restarted", rn.sn.name)
+}
+
+// decide is the node's policy: the party's scenario policy.
+func (rn *realNode) decide(p negotiate.Proposal) (negotiate.Decision, bool) {
+	d := rn.sn.policy.decide(negotiate.Event{Kind: p.Kind, Session: p.Session, Round: p.Round, Terms: p.RawTerms})
+	rn.mu.Lock()
+	rn.pending[p.Session] = true
+	rn.mu.Unlock()
+	if d == nil {
+		return negotiate.Decision{}, false
+	}
+	if th := rn.sn.policy.Think.D(); th > 0 {
+		time.Sleep(th)
+	}
+	rn.noteProposalDecision(p, *d)
+	return *d, true
+}
+
+func (rn *realNode) noteProposalDecision(p negotiate.Proposal, d negotiate.Decision) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	delete(rn.pending, p.Session)
+	if d.Action != negotiate.ActAccept {
+		if d.Action == negotiate.ActCounter && p.Kind == negotiate.EvCounter {
+			rn.sn.consents(p.Session)[consentKey{p.Round + 1, termsHashOf(d.Terms)}] = true
+		}
+		return
+	}
+	round := p.Round
+	if p.Kind == negotiate.EvCounter {
+		round++ // the initiator proposes the countered terms as the next round
+	}
+	rn.sn.consents(p.Session)[consentKey{round, termsHashOf(p.RawTerms)}] = true
+}
+
+// noteDecision records the consent of a scripted decision.
+func (rn *realNode) noteDecision(session string, d negotiate.Decision) {
+	info, err := rn.node.Session(session)
+	if err != nil {
+		return
+	}
+	kind := negotiate.EvProposal
+	terms := []byte(info.Terms)
+	if info.Role == negotiate.RoleInitiator {
+		kind, terms = negotiate.EvCounter, info.Counter
+	}
+	rn.noteProposalDecision(negotiate.Proposal{Session: session, Kind: kind, Round: info.Round, RawTerms: terms}, d)
+}
+
+func (rn *realNode) onEvent(ev negotiate.Event) {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	switch ev.Kind {
+	case negotiate.EvProposal, negotiate.EvCounter:
+		rn.pending[ev.Session] = true
+	case negotiate.EvViolation:
+		rn.violated = append(rn.violated, ev.Reason)
+	}
+	if ev.Outcome != nil {
+		delete(rn.pending, ev.Session)
+		if _, ok := rn.finals[ev.Session]; !ok {
+			rn.finals[ev.Session] = ev.Outcome
+			rn.finalAt[ev.Session] = time.Now().UnixMilli()
+		}
+	}
+}
+
+func (rn *realNode) waitPending(ctx context.Context, session string, within time.Duration) bool {
+	end := time.Now().Add(within)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		rn.mu.Lock()
+		ok := rn.pending[session]
+		rn.mu.Unlock()
+		if ok {
+			return true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return false
+}
+
+// snapshot copies the chain into the party's store view for the checks.
+func (rn *realNode) snapshot() error {
+	entries, err := rn.ch.Entries(0, 0)
+	if err != nil {
+		return fmt.Errorf("scenarios: read chain of %s: %w", rn.sn.name, err)
+	}
+	cps, err := rn.ch.Checkpoints()
+	if err != nil {
+		return fmt.Errorf("scenarios: read checkpoints of %s: %w", rn.sn.name, err)
+	}
+	lock, _ := rn.ch.Lock()
+	rn.sn.store = &MemStore{pub: rn.sn.key.Public(), entries: entries, head: rn.ch.Head(), lock: lock, checkpoints: cps}
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	rn.sn.violations = append([]string(nil), rn.violated...)
+	for id, at := range rn.finalAt {
+		rn.sn.firstFinal[id] = at
+	}
+	return nil
+}
+
+func (rn *realNode) outcome(ss *simSession) PartyOutcome {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	o, err := rn.node.Wait(ctx, ss.id)
+	if errors.Is(err, negotiate.ErrUnknownSession) {
+		return PartyOutcome{State: "none"}
+	}
+	if err != nil || o == nil {
+		return PartyOutcome{State: "open"}
+	}
+	po := PartyOutcome{State: string(o.State), Reason: o.Reason, Round: o.Round}
+	if o.State == negotiate.StateAborted && o.Busy {
+		po.State = "busy"
+	}
+	if o.State == negotiate.StateCommitted {
+		po.RecordHash = o.RecordHash.String()
+	}
+	if at, ok := rn.sn.firstFinal[ss.id]; ok {
+		po.AtMillis = at - ss.start
+	}
+	return po
+}
