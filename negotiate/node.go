@@ -20,8 +20,10 @@ const (
 	// sendQueueLen bounds the frames waiting for one peer; beyond it frames
 	// are dropped (the protocol's queries recover what matters).
 	sendQueueLen = 1024
-	// messageLifetime is the wire expiry of session messages.
-	messageLifetime = 2 * time.Minute
+	// messageLifetime is the wire expiry of session messages: long enough for
+	// clock skew and retries, short so the replay guard (which keeps nonces
+	// until expiry, at most 4096 per sender) allows ~90 messages/s per peer.
+	messageLifetime = 45 * time.Second
 	// sendTimeout bounds one delivery attempt, dial and resolve included.
 	sendTimeout = 10 * time.Second
 	// DefaultProposeTimeout is the session deadline when none is given.
