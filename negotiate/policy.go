@@ -604,13 +604,15 @@ func (ps *policyParser) parseYAML(data []byte) (file *ast.File, err error) {
 	}
 	file, err = parser.ParseBytes(data, 0)
 	if err != nil {
-		pe := &PolicyError{Source: ps.source, Msg: "YAML syntax: " + err.Error()}
+		// Not err.Error(): it prints the source around the error, which
+		// costs much on a long line.
 		var ye yaml.Error
-		if errors.As(err, &ye) {
-			pe.Msg = "YAML syntax: " + ye.GetMessage()
-			if tk := ye.GetToken(); tk != nil && tk.Position != nil {
-				pe.Line, pe.Column = tk.Position.Line, tk.Position.Column
-			}
+		if !errors.As(err, &ye) {
+			return nil, &PolicyError{Source: ps.source, Msg: "YAML syntax: " + err.Error()}
+		}
+		pe := &PolicyError{Source: ps.source, Msg: "YAML syntax: " + ye.GetMessage()}
+		if tk := ye.GetToken(); tk != nil && tk.Position != nil {
+			pe.Line, pe.Column = tk.Position.Line, tk.Position.Column
 		}
 		return nil, pe
 	}
