@@ -1,0 +1,312 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/internal/control"
+	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+const (
+	// peerKeyFileName holds the libp2p transport identity, so the peer ID
+	// survives restarts.
+	peerKeyFileName = "peer.key"
+	// metricsReadHeaderTimeout bounds a slow metrics client.
+	metricsReadHeaderTimeout = 5 * time.Second
+)
+
+// defaultListen are the node's listen addresses without --listen: every
+// interface, so LAN peers (mDNS) and bootstrap peers can reach it.
+var defaultListen = []string{"/ip4/0.0.0.0/tcp/0", "/ip4/0.0.0.0/udp/0/quic-v1"}
+
+// nodeFile is <home>/node.json, written while a node runs.
+type nodeFile struct {
+	PID     int          `json:"pid"`
+	AgentID sign.AgentID `json:"agent_id"`
+	PeerID  string       `json:"peer_id"`
+	Addrs   []string     `json:"addrs"`
+	Socket  string       `json:"socket"`
+	Metrics string       `json:"metrics,omitempty"` // URL of the metrics endpoint
+}
+
+// daemon is a running node as the CLI runs it: the libp2p host, the chain
+// held open read-write, and the control server.
+type daemon struct {
+	home  home
+	key   *sign.PrivateKey
+	chain *chain.Chain
+	host  *negotiate.Host
+	srv   *control.Server
+	log   *slog.Logger
+}
+
+// routeRegistrars add control routes to a starting node; other files of
+// this command (e.g. the engine's session endpoints) append to it in init.
+var routeRegistrars []func(d *daemon, srv *control.Server)
+
+func nodeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "node",
+		Usage: "run the node daemon in the foreground (stop with Ctrl-C or SIGTERM)",
+		Description: "Starts the libp2p host (TCP + QUIC, DHT, mDNS), holds the chain open and\n" +
+			"serves the control API on <home>/node.sock for the other commands. Prints\n" +
+			"the agent ID, peer ID and listen multiaddrs (--json: one object), writes\n" +
+			"<home>/node.json, and logs to stderr.",
+		Flags: withJSON(
+			&cli.StringSliceFlag{Name: "listen", Usage: "listen `MULTIADDR` (repeatable; default all interfaces, TCP and QUIC, random ports)"},
+			&cli.StringSliceFlag{Name: "bootstrap", Usage: "bootstrap peer `MULTIADDR` with /p2p/<peer-id> (repeatable)"},
+			&cli.BoolFlag{Name: "mdns", Value: true, Usage: "discover peers on the LAN by multicast DNS"},
+			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		),
+		Action: runNode,
+	}
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, usageErr("--log-level %q: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+func runNode(c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	h, err := homeOf(c)
+	if err != nil {
+		return err
+	}
+	level, err := parseLevel(c.String("log-level"))
+	if err != nil {
+		return err
+	}
+	if n := len(h.socket()); n > maxSocketPath {
+		return usageErr("the control socket path %s is %d bytes, the limit is %d: use a shorter --home", h.socket(), n, maxSocketPath)
+	}
+	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	key, err := h.loadKey()
+	if err != nil {
+		return err
+	}
+	if cl, err := h.dialNode(c.Context); err == nil {
+		cl.Close()
+		return fmt.Errorf("a node already runs for home %s (socket %s): stop it first", h.dir, h.socket())
+	}
+	ch, err := chain.Open(h.chain(), chain.Options{})
+	if err != nil {
+		return fmt.Errorf("open chain: %w", err)
+	}
+	defer ch.Close()
+	if ch.AgentID() != key.AgentID() {
+		return fmt.Errorf("chain %s belongs to agent %s but the key file is agent %s: the home is damaged", h.chain(), ch.AgentID(), key.AgentID())
+	}
+	listen := c.StringSlice("listen")
+	if len(listen) == 0 {
+		listen = defaultListen
+	}
+	ctx := c.Context
+	host, err := negotiate.NewHost(ctx, negotiate.HostConfig{
+		Key:         key,
+		PeerKeyFile: filepath.Join(h.dir, peerKeyFileName),
+		Listen:      listen,
+		Bootstrap:   c.StringSlice("bootstrap"),
+		MDNS:        c.Bool("mdns"),
+		Logger:      log,
+	})
+	if err != nil {
+		return fmt.Errorf("start host: %w", err)
+	}
+	defer host.Close()
+	d := &daemon{home: h, key: key, chain: ch, host: host, log: log}
+
+	d.srv = control.NewServer(d, control.Options{
+		Chain:    control.NewLocal(ch),
+		Classify: controlKind,
+		Logger:   log,
+	})
+	for _, reg := range routeRegistrars {
+		reg(d, d.srv)
+	}
+	ln, err := control.Listen(h.socket())
+	if err != nil {
+		return err
+	}
+	srvCtx, stopSrv := context.WithCancel(context.Background())
+	defer stopSrv()
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- d.srv.Serve(srvCtx, ln) }()
+
+	var metricsURL string
+	if addr := c.String("metrics"); addr != "" {
+		mln, err := net.Listen("tcp", addr)
+		if err != nil {
+			stopSrv()
+			<-srvDone
+			return usageErr("--metrics %q: %v", addr, err)
+		}
+		ms := &http.Server{Handler: newMetricsHandler(d), ReadHeaderTimeout: metricsReadHeaderTimeout}
+		go ms.Serve(mln)
+		defer ms.Close()
+		metricsURL = "http://" + mln.Addr().String() + "/metrics"
+	}
+
+	nf := nodeFile{PID: os.Getpid(), AgentID: key.AgentID(), PeerID: host.PeerID().String(), Addrs: host.Addrs(), Socket: h.socket(), Metrics: metricsURL}
+	if err := writeNodeFile(h.nodeFile(), nf); err != nil {
+		log.Warn("cannot write node.json", "err", err)
+	}
+	defer os.Remove(h.nodeFile())
+
+	if wantJSON(c) {
+		printJSON(c, nf)
+	} else {
+		w := c.App.Writer
+		fmt.Fprintf(w, "agent %s\npeer %s\n", nf.AgentID, nf.PeerID)
+		for _, a := range nf.Addrs {
+			fmt.Fprintf(w, "addr %s\n", a)
+		}
+		if metricsURL != "" {
+			fmt.Fprintf(w, "metrics %s\n", metricsURL)
+		}
+		fmt.Fprintf(w, "control %s\n", h.socket())
+	}
+	log.Info("node running", "agent", key.AgentID(), "peer", nf.PeerID, "home", h.dir)
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+		log.Info("stopping node", "reason", "signal")
+	case serveErr = <-srvDone:
+		srvDone <- serveErr
+		log.Error("control server failed", "err", serveErr)
+	}
+	stopSrv()
+	if err := <-srvDone; err != nil && serveErr == nil {
+		log.Warn("control server shutdown", "err", err)
+	}
+	os.Remove(h.socket()) // Serve's listener close removes it; be sure
+	if err := host.Close(); err != nil {
+		log.Warn("host close", "err", err)
+	}
+	log.Info("node stopped")
+	return serveErr
+}
+
+// writeNodeFile writes node.json (0600) via a temporary file and rename.
+func writeNodeFile(path string, nf nodeFile) error {
+	data, err := json.MarshalIndent(nf, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, append(data, '\n'), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// Identity implements control.Node.
+func (d *daemon) Identity(ctx context.Context) (control.Identity, error) {
+	pub := d.key.Public()
+	return control.Identity{
+		AgentID:   d.key.AgentID(),
+		Scheme:    pub.SchemeName(),
+		PublicKey: pub.Bytes(),
+		PeerID:    d.host.PeerID().String(),
+		Addrs:     d.host.Addrs(),
+		PID:       os.Getpid(),
+	}, nil
+}
+
+// Peers implements control.Messenger.
+func (d *daemon) Peers(ctx context.Context) (control.Peers, error) {
+	out := control.Peers{Connected: []control.Peer{}, Agents: []control.KnownAgent{}}
+	for _, p := range d.host.Peers() {
+		out.Connected = append(out.Connected, control.Peer{PeerID: p.ID, AgentID: p.Agent, Addrs: p.Addrs})
+	}
+	for _, a := range d.host.KnownAgents() {
+		out.Agents = append(out.Agents, control.KnownAgent{AgentID: a.AgentID, PeerID: a.PeerID, Addrs: a.Addrs})
+	}
+	return out, nil
+}
+
+// Ping implements control.Messenger.
+func (d *daemon) Ping(ctx context.Context, to sign.AgentID) (control.PingResult, error) {
+	rtt, err := d.host.Ping(ctx, to)
+	if err != nil {
+		return control.PingResult{}, err
+	}
+	res := control.PingResult{To: to, RTTMS: float64(rtt.Microseconds()) / 1000}
+	for _, a := range d.host.KnownAgents() {
+		if a.AgentID == to {
+			res.PeerID = a.PeerID
+		}
+	}
+	return res, nil
+}
+
+// Send implements control.Messenger. A refusal is a result with Accepted
+// false and the receiver's reason, not an error.
+func (d *daemon) Send(ctx context.Context, req control.SendRequest) (control.SendResult, error) {
+	start := time.Now()
+	r, err := d.host.Request(ctx, req.To, req.ContentType, []byte(req.Message))
+	var refused *negotiate.RefusedError
+	if errors.As(err, &refused) {
+		return control.SendResult{To: req.To, Accepted: false, Reason: refused.Reason, RTTMS: ms(time.Since(start))}, nil
+	}
+	if err != nil {
+		return control.SendResult{}, err
+	}
+	return control.SendResult{
+		To:         req.To,
+		Accepted:   true,
+		Reply:      strings.ToValidUTF8(string(r.Payload), "\uFFFD"),
+		ReceivedAt: r.ReceivedAt.UnixMilli(),
+		RTTMS:      ms(r.RoundTrip),
+	}, nil
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// Inbox implements control.Messenger.
+func (d *daemon) Inbox(ctx context.Context) ([]control.InboxMessage, error) {
+	items := d.host.Inbox()
+	out := make([]control.InboxMessage, 0, len(items))
+	for _, it := range items {
+		out = append(out, control.InboxMessage{
+			From:        it.From,
+			ReceivedAt:  it.ReceivedAt.UnixMilli(),
+			ContentType: it.ContentType,
+			Message:     strings.ToValidUTF8(string(it.Payload), "\uFFFD"),
+			Accepted:    true,
+		})
+	}
+	return out, nil
+}
+
+// The metricsSource methods.
+func (d *daemon) messagesIn() uint64      { return d.host.Stats().FramesIn }
+func (d *daemon) messagesOut() uint64     { return d.host.Stats().FramesOut }
+func (d *daemon) messagesRefused() uint64 { s := d.host.Stats(); return s.Refused + s.RateLimited }
+func (d *daemon) peerCount() int          { return len(d.host.Peers()) }
+func (d *daemon) sessionCount() int       { return sessionCount(d) }
+func (d *daemon) chainLength() uint64     { return d.chain.Length() }
+
+// sessionCount reports sessions in progress; the engine replaces it.
+var sessionCount = func(d *daemon) int { return 0 }
