@@ -138,7 +138,9 @@ func args(c *cli.Context) ([]string, error) {
 				val = in[i]
 			}
 		}
-		if err := c.Set(name, val); err != nil {
+		// Set by the primary name: an alias (-o) has its own flag.FlagSet
+		// entry, and the command reads the primary one.
+		if err := c.Set(f.Names()[0], val); err != nil {
 			return nil, usageErr("invalid value %q for flag %s: %v", val, a, err)
 		}
 	}

@@ -60,12 +60,14 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, errUsage), errors.Is(err, control.ErrBadRequest):
 		return exitUsage
-	case errors.Is(err, errRefused), errors.Is(err, control.ErrRefused), errors.Is(err, negotiate.ErrRefused):
+	case errors.Is(err, errRefused), errors.Is(err, control.ErrRefused), errors.Is(err, negotiate.ErrRefused),
+		errors.Is(err, negotiate.ErrRejected):
 		return exitRefused
 	case errors.Is(err, errTimeout), errors.Is(err, errUnreachable),
 		errors.Is(err, control.ErrTimeout), errors.Is(err, control.ErrUnreachable),
 		errors.Is(err, negotiate.ErrTimeout), errors.Is(err, negotiate.ErrUnreachable),
 		errors.Is(err, negotiate.ErrAgentNotFound), errors.Is(err, negotiate.ErrHostClosed),
+		errors.Is(err, negotiate.ErrAborted), errors.Is(err, negotiate.ErrBusy),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return exitAborted
 	default:

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -213,9 +214,11 @@ func sendCommand() *cli.Command {
 func inboxCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "inbox",
-		Usage: "list the direct messages this node received (needs a running node)",
-		Description: "Oldest first. --json: an array of {\"from\",\"received_at\" (unix ms),\n" +
-			"\"content_type\",\"message\",\"accepted\"}.",
+		Usage: "list received direct messages and proposals waiting for a decision (needs a running node)",
+		Description: "Oldest first. --json: an array of objects with \"kind\": \"message\" (direct\n" +
+			"message: \"from\",\"received_at\" (unix ms),\"content_type\",\"message\",\"accepted\") or\n" +
+			"\"proposal\" / \"counter\" (waiting for `negotiate accept|reject|counter SESSION`:\n" +
+			"\"session\",\"from\",\"terms\",\"round\",\"parties\").",
 		Flags: withJSON(),
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
@@ -226,21 +229,39 @@ func inboxCommand() *cli.Command {
 				if err != nil {
 					return err
 				}
-				if msgs == nil {
-					msgs = []control.InboxMessage{}
+				var props []proposalView
+				if err := cl.Do(c.Context, "GET", "/v1/proposals", nil, &props); err != nil {
+					return err
 				}
 				if wantJSON(c) {
-					return printJSON(c, msgs)
+					out := make([]any, 0, len(msgs)+len(props))
+					for _, m := range msgs {
+						out = append(out, inboxMessageView{Kind: "message", InboxMessage: m})
+					}
+					for _, p := range props {
+						out = append(out, p)
+					}
+					return printJSON(c, out)
 				}
 				for _, m := range msgs {
 					at := time.UnixMilli(m.ReceivedAt).UTC().Format(time.RFC3339)
-					fmt.Fprintf(c.App.Writer, "%s  from %s  %s\n", at, m.From, m.Message)
+					fmt.Fprintf(c.App.Writer, "%s  message from %s  %s\n", at, m.From, m.Message)
 				}
-				if len(msgs) == 0 {
+				for _, p := range props {
+					terms, _ := json.Marshal(p.Terms)
+					fmt.Fprintf(c.App.Writer, "%s  %s  from %s  round %d  %s\n", p.Session, p.Kind, p.From, p.Round, terms)
+				}
+				if len(msgs) == 0 && len(props) == 0 {
 					fmt.Fprintln(c.App.ErrWriter, "inbox is empty")
 				}
 				return nil
 			})
 		},
 	}
+}
+
+// inboxMessageView is a direct message in `inbox --json`.
+type inboxMessageView struct {
+	Kind string `json:"kind"`
+	control.InboxMessage
 }

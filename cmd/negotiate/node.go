@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -50,6 +51,7 @@ type daemon struct {
 	key   *sign.PrivateKey
 	chain *chain.Chain
 	host  *negotiate.Host
+	node  *negotiate.Node
 	srv   *control.Server
 	log   *slog.Logger
 }
@@ -72,6 +74,7 @@ func nodeCommand() *cli.Command {
 			&cli.BoolFlag{Name: "mdns", Value: true, Usage: "discover peers on the LAN by multicast DNS"},
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "policy", Usage: "decide proposals unattended with the policy in `FILE` (YAML or JSON, see docs/policy.md)"},
 		),
 		Action: runNode,
 	}
@@ -122,22 +125,43 @@ func runNode(c *cli.Context) error {
 		listen = defaultListen
 	}
 	ctx := c.Context
-	host, err := negotiate.NewHost(ctx, negotiate.HostConfig{
-		Key:         key,
-		PeerKeyFile: filepath.Join(h.dir, peerKeyFileName),
-		Listen:      listen,
-		Bootstrap:   c.StringSlice("bootstrap"),
-		MDNS:        c.Bool("mdns"),
-		Logger:      log,
+	var policy negotiate.Policy
+	if path := c.String("policy"); path != "" {
+		p, err := negotiate.LoadPolicyFile(path)
+		if err != nil {
+			return usageErr("--policy: %v", err)
+		}
+		policy = p
+	}
+	crashHook, err := crashHookFromEnv()
+	if err != nil {
+		return err
+	}
+	node, err := negotiate.StartNode(ctx, negotiate.NodeConfig{
+		Key:   key,
+		Chain: ch,
+		Host: negotiate.HostConfig{
+			PeerKeyFile: filepath.Join(h.dir, peerKeyFileName),
+			Listen:      listen,
+			Bootstrap:   c.StringSlice("bootstrap"),
+			MDNS:        c.Bool("mdns"),
+			Logger:      log,
+		},
+		Policy:    policy,
+		Logger:    log,
+		CrashHook: crashHook,
 	})
 	if err != nil {
-		return fmt.Errorf("start host: %w", err)
+		return fmt.Errorf("start node: %w", err)
 	}
-	defer host.Close()
-	d := &daemon{home: h, key: key, chain: ch, host: host, log: log}
+	defer node.Close()
+	host := node.Host()
+	d := &daemon{home: h, key: key, chain: ch, host: host, node: node, log: log}
 
+	local := control.NewLocal(ch)
+	local.VerifyOptions = chain.VerifyOptions{CheckPayload: negotiate.CheckAgreementEntry}
 	d.srv = control.NewServer(d, control.Options{
-		Chain:    control.NewLocal(ch),
+		Chain:    local,
 		Classify: controlKind,
 		Logger:   log,
 	})
@@ -201,8 +225,8 @@ func runNode(c *cli.Context) error {
 		log.Warn("control server shutdown", "err", err)
 	}
 	os.Remove(h.socket()) // Serve's listener close removes it; be sure
-	if err := host.Close(); err != nil {
-		log.Warn("host close", "err", err)
+	if err := node.Close(); err != nil {
+		log.Warn("node close", "err", err)
 	}
 	log.Info("node stopped")
 	return serveErr
@@ -310,3 +334,28 @@ func (d *daemon) chainLength() uint64     { return d.chain.Length() }
 
 // sessionCount reports sessions in progress; the engine replaces it.
 var sessionCount = func(d *daemon) int { return 0 }
+
+// crashEnv names the fault-injection variable: NEGOTIATE_CRASH_AT=<point>
+// makes the node kill itself with SIGKILL at that protocol point (tests of
+// crash recovery; see negotiate.CrashPoints). Never set it in production.
+const crashEnv = "NEGOTIATE_CRASH_AT"
+
+func crashHookFromEnv() (func(string), error) {
+	want := os.Getenv(crashEnv)
+	if want == "" {
+		return nil, nil
+	}
+	known := false
+	for _, p := range negotiate.CrashPoints {
+		known = known || p == want
+	}
+	if !known {
+		return nil, usageErr("%s=%q: use one of %s", crashEnv, want, strings.Join(negotiate.CrashPoints, ", "))
+	}
+	return func(point string) {
+		if point == want {
+			syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {} // the signal is on its way
+		}
+	}, nil
+}

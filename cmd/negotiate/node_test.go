@@ -48,9 +48,15 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 // mDNS and waits for its start line.
 func startDaemon(t *testing.T, home string, extra ...string) *daemonProc {
 	t.Helper()
+	return startDaemonEnv(t, home, nil, extra...)
+}
+
+// startDaemonEnv is startDaemon with extra environment variables.
+func startDaemonEnv(t *testing.T, home string, env []string, extra ...string) *daemonProc {
+	t.Helper()
 	args := append([]string{"--home", home, "node", "--json", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false"}, extra...)
 	d := &daemonProc{home: home, cmd: exec.Command(binPath, args...), done: make(chan error, 1)}
-	d.cmd.Env = cleanEnv()
+	d.cmd.Env = append(cleanEnv(), env...)
 	d.cmd.Stderr = lockedWriter{d}
 	stdout, err := d.cmd.StdoutPipe()
 	if err != nil {

@@ -1,0 +1,705 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// Defaults of Options.
+const (
+	// DefaultParties is a two-party session, the common case.
+	DefaultParties = 2
+	// DefaultSessions keeps a default run to a few seconds.
+	DefaultSessions = 50
+	// DefaultConcurrency runs one group at a time: pure latency.
+	DefaultConcurrency = 1
+	// DefaultSessionTimeout is each session's deadline: far above any
+	// healthy loopback session, so a timeout means something is stuck.
+	DefaultSessionTimeout = 20 * time.Second
+)
+
+// Limits of Options, each with its reason.
+const (
+	// MaxParties is the protocol's own cap on parties per session.
+	MaxParties = protocol.MaxParties
+	// MaxNodes bounds the nodes one run starts (Parties x Pairs): each is a
+	// libp2p host with a DHT, dozens of goroutines and sockets.
+	MaxNodes = 256
+	// MaxSessions bounds one run, so a typo cannot run for hours.
+	MaxSessions = 1_000_000
+	// MaxConcurrency bounds the groups busy at once (it cannot usefully
+	// exceed the number of groups, which MaxNodes bounds).
+	MaxConcurrency = MaxNodes / 2
+)
+
+// Internal constants of the measurement.
+const (
+	// framesPerSessionPerPeer is the most session frames one agent sends
+	// another in an accepted one-round session (propose, preflight, ready,
+	// commit: initiator to each participant). Pacing budgets with it.
+	framesPerSessionPerPeer = 4
+	// paceSafety keeps the paced rate under the receiver's limit so timer
+	// jitter never empties its bucket.
+	paceSafety = 0.9
+	// floorWriteSamples, floorRoundTrips and floorCryptoSamples are the
+	// samples the floor unit's medians are taken over.
+	floorWriteSamples  = 40
+	floorRoundTrips    = 200
+	floorCryptoSamples = 200
+	// floorMessageBytes is the size of the round-trip and signed messages:
+	// about one session frame.
+	floorMessageBytes = 512
+	// resolveTimeout bounds the wait until every agent of a group resolves
+	// every other one through the DHT.
+	resolveTimeout = 60 * time.Second
+	// bootNodes is how many nodes the others bootstrap from.
+	bootNodes = 3
+	// startParallel is how many nodes start at once.
+	startParallel = 4
+	// maxFailReasons bounds the failure reasons kept in a Result.
+	maxFailReasons = 5
+	// echoProtocol is the stream protocol of the round-trip floor; it is
+	// registered on the bench's own hosts only.
+	echoProtocol = "/negotiate-bench/echo/1.0.0"
+)
+
+// Errors callers branch on.
+var (
+	// ErrBadOptions: an option is out of range; nothing was started.
+	ErrBadOptions = errors.New("bench: bad options")
+	// ErrSessionsFailed: at least one measured session did not commit.
+	ErrSessionsFailed = errors.New("bench: sessions failed")
+	// ErrChainsBroken: a chain failed verification, kept a lock, or does
+	// not hold the records of the sessions it committed.
+	ErrChainsBroken = errors.New("bench: chains broken after the run")
+)
+
+// Options configures Run. Zero values get the documented defaults.
+type Options struct {
+	// Parties per session, initiator included (default 2, 2..MaxParties).
+	Parties int
+	// Sessions to measure (default 50); one warm-up session per group runs
+	// before them and is not counted.
+	Sessions int
+	// Concurrency is how many groups run a session at once (default 1).
+	Concurrency int
+	// Pairs is the number of groups of Parties agents (default
+	// Concurrency). Sessions are spread round-robin over the groups; within
+	// a group they run one after another, since an agent's chain lock
+	// admits one signing session at a time.
+	Pairs int
+	// Scheme names the signature scheme of every agent (default ed25519).
+	Scheme string
+	// Progress, if set, is called after each measured session.
+	Progress func(done, total int)
+	// Dir holds the chain files; empty means a temporary directory that is
+	// removed afterwards.
+	Dir string
+	// SessionTimeout is each session's deadline (default 20 s).
+	SessionTimeout time.Duration
+	// NoPace turns off pacing. By default each group starts sessions no
+	// faster than the receivers' per-peer frame limit
+	// (negotiate.PeerFramesPerSecond) admits; without pacing, frames over
+	// the limit are dropped and sessions stall or abort.
+	NoPace bool
+	// Logger receives the nodes' logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Quantiles summarises durations in milliseconds.
+type Quantiles struct {
+	N    int     `json:"n"`
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	Mean float64 `json:"mean"`
+	Max  float64 `json:"max"`
+}
+
+// Floor is the floor unit: the cost of the primitive steps a session
+// cannot avoid, measured on the same machine in the same run (medians).
+type Floor struct {
+	// ChainWriteUs is one durable chain.Apply of an append (one bbolt
+	// transaction with its fsyncs).
+	ChainWriteUs float64 `json:"chain_write_us"`
+	// RoundTripUs is one request and answer of floorMessageBytes on an
+	// open libp2p stream between two of the run's hosts.
+	RoundTripUs float64 `json:"round_trip_us"`
+	// SignUs and VerifyUs are one signature and one verification of a
+	// floorMessageBytes message with the run's scheme.
+	SignUs   float64 `json:"sign_us"`
+	VerifyUs float64 `json:"verify_us"`
+	// SumUs is the floor unit: the sum of the four parts.
+	SumUs float64 `json:"sum_us"`
+}
+
+// Result is what a run measured. Durations are in milliseconds unless the
+// field name says otherwise.
+type Result struct {
+	Parties     int    `json:"parties"`
+	Sessions    int    `json:"sessions"`
+	Concurrency int    `json:"concurrency"`
+	Pairs       int    `json:"pairs"`
+	Scheme      string `json:"scheme"`
+	Nodes       int    `json:"nodes"`
+	CPUs        int    `json:"cpus"`
+
+	Committed   int      `json:"committed"`
+	Failed      int      `json:"failed"`
+	FailReasons []string `json:"fail_reasons,omitempty"`
+
+	SetupSec       float64 `json:"setup_sec"`
+	ElapsedSec     float64 `json:"elapsed_sec"`
+	SessionsPerSec float64 `json:"sessions_per_sec"`
+	// Paced tells whether sessions were paced to the per-peer frame limit;
+	// PaceCapPerPair is the sessions/s one group could then reach at most.
+	Paced          bool    `json:"paced"`
+	PaceCapPerPair float64 `json:"pace_cap_per_pair"`
+
+	// Latency is propose to committed at the initiator (Wait returned).
+	Latency Quantiles `json:"latency_ms"`
+	// Negotiation is propose to the initiator's signing phase (every party
+	// accepted and the initiator's lock and vote are durable).
+	Negotiation Quantiles `json:"negotiation_ms"`
+	// Signing is the initiator's signing phase to its commit event.
+	Signing Quantiles `json:"signing_ms"`
+
+	Floor         Floor   `json:"floor"`
+	P50FloorRatio float64 `json:"p50_floor_ratio"`
+
+	// ChainsVerified counts agent chains that verified after the run.
+	ChainsVerified int      `json:"chains_verified"`
+	ChainsBroken   []string `json:"chains_broken,omitempty"`
+	LocksLeft      int      `json:"locks_left"`
+	// RateLimitedFrames counts inbound frames the hosts dropped for being
+	// over negotiate.PeerFramesPerSecond.
+	RateLimitedFrames uint64 `json:"rate_limited_frames"`
+}
+
+// Err is nil when every session committed and every chain is sound, else
+// an error wrapping ErrSessionsFailed or ErrChainsBroken.
+func (r *Result) Err() error {
+	var errs []error
+	if r.Failed > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d of %d (%v)", ErrSessionsFailed, r.Failed, r.Sessions, r.FailReasons))
+	}
+	if len(r.ChainsBroken) > 0 || r.LocksLeft > 0 {
+		errs = append(errs, fmt.Errorf("%w: %d broken, %d locks left: %v", ErrChainsBroken, len(r.ChainsBroken), r.LocksLeft, r.ChainsBroken))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate fills in the defaults of o and checks every option; the error
+// wraps ErrBadOptions. Run calls it first.
+func (o *Options) Validate() error {
+	if o.Parties == 0 {
+		o.Parties = DefaultParties
+	}
+	if o.Sessions == 0 {
+		o.Sessions = DefaultSessions
+	}
+	if o.Concurrency == 0 {
+		o.Concurrency = DefaultConcurrency
+	}
+	if o.Pairs == 0 {
+		o.Pairs = o.Concurrency
+	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = DefaultSessionTimeout
+	}
+	if o.Scheme == "" {
+		o.Scheme = sign.DefaultScheme
+	}
+	switch {
+	case o.Parties < 2 || o.Parties > MaxParties:
+		return fmt.Errorf("%w: parties %d: use 2 to %d", ErrBadOptions, o.Parties, MaxParties)
+	case o.Sessions < 1 || o.Sessions > MaxSessions:
+		return fmt.Errorf("%w: sessions %d: use 1 to %d", ErrBadOptions, o.Sessions, MaxSessions)
+	case o.Concurrency < 1 || o.Concurrency > MaxConcurrency:
+		return fmt.Errorf("%w: concurrency %d: use 1 to %d", ErrBadOptions, o.Concurrency, MaxConcurrency)
+	case o.Pairs < 1 || o.Parties*o.Pairs > MaxNodes:
+		return fmt.Errorf("%w: pairs %d of %d parties make %d nodes: at most %d nodes", ErrBadOptions, o.Pairs, o.Parties, o.Pairs*o.Parties, MaxNodes)
+	case o.Concurrency > o.Pairs:
+		return fmt.Errorf("%w: concurrency %d exceeds pairs %d: a group runs one session at a time, so raise --pairs", ErrBadOptions, o.Concurrency, o.Pairs)
+	}
+	if _, err := sign.SchemeByName(o.Scheme); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadOptions, err)
+	}
+	return nil
+}
+
+type agent struct {
+	key  *sign.PrivateKey
+	ch   *chain.Chain
+	node *negotiate.Node
+}
+
+type group struct {
+	agents []*agent
+	others []sign.AgentID // the participants' IDs, for Propose
+	ids    []string       // sessions this group ran (warm-up included)
+	pace   pacer
+}
+
+type sample struct {
+	total, negotiation, signing time.Duration
+	phases                      bool
+	err                         error
+}
+
+// recorder keeps the initiators' phase times by session.
+type recorder struct {
+	mu        sync.Mutex
+	signing   map[string]time.Time
+	committed map[string]time.Time
+}
+
+func (r *recorder) onEvent(ev negotiate.Event) {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	switch {
+	case ev.Kind == negotiate.EvPhase && ev.Phase == negotiate.PhaseSigning:
+		r.signing[ev.Session] = now
+	case ev.Kind == negotiate.EvCommitted:
+		r.committed[ev.Session] = now
+	}
+}
+
+// Run starts Parties x Pairs nodes, runs the sessions, measures the floor
+// unit, verifies every chain and returns the figures. Failed sessions are
+// counted in the Result (see Result.Err); an error means the run itself
+// could not be set up.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	scheme, _ := sign.SchemeByName(opts.Scheme)
+	dir := opts.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "negotiate-bench-")
+		if err != nil {
+			return nil, fmt.Errorf("bench: temporary directory: %w", err)
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	res := &Result{
+		Parties: opts.Parties, Sessions: opts.Sessions, Concurrency: opts.Concurrency, Pairs: opts.Pairs,
+		Scheme: scheme.Name(), Nodes: opts.Parties * opts.Pairs, CPUs: runtime.NumCPU(), Paced: !opts.NoPace,
+		PaceCapPerPair: paceSafety * negotiate.PeerFramesPerSecond / framesPerSessionPerPeer,
+	}
+	rec := &recorder{signing: map[string]time.Time{}, committed: map[string]time.Time{}}
+	setup := time.Now()
+	groups, closeAll, err := startGroups(ctx, opts, scheme, dir, rec)
+	if err != nil {
+		return nil, err
+	}
+	defer closeAll()
+	terms, err := protocol.EncodeTerms(map[string]any{"item": "benchmark widget", "price": 1250, "currency": "EUR", "qty": 3})
+	if err != nil {
+		return nil, fmt.Errorf("bench: encode terms: %w", err)
+	}
+	// One warm-up session per group opens the streams and fills the caches.
+	for _, g := range groups {
+		g.pace = newPacer(!opts.NoPace)
+		if s := runSession(ctx, g, terms, opts.SessionTimeout, rec); s.err != nil {
+			return nil, fmt.Errorf("bench: warm-up session: %w", s.err)
+		}
+	}
+	res.SetupSec = time.Since(setup).Seconds()
+	floor, err := measureFloor(ctx, dir, scheme, groups[0])
+	if err != nil {
+		return nil, err
+	}
+	res.Floor = floor
+
+	samples := runAll(ctx, opts, groups, terms, rec, res)
+	summarize(res, samples)
+
+	for _, g := range groups {
+		for _, a := range g.agents {
+			res.RateLimitedFrames += a.node.Host().Stats().RateLimited
+		}
+	}
+	checkChains(ctx, groups, res)
+	return res, nil
+}
+
+// startGroups creates the chains and starts the nodes; every agent of a
+// group resolves every other one before it returns.
+func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir string, rec *recorder) ([]*group, func(), error) {
+	var mu sync.Mutex
+	var all []*agent
+	closeAll := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, a := range all {
+			if a.node != nil {
+				a.node.Close()
+			}
+			a.ch.Close()
+		}
+		all = nil
+	}
+	groups := make([]*group, opts.Pairs)
+	var flat []*agent
+	for gi := range groups {
+		g := &group{}
+		for pi := 0; pi < opts.Parties; pi++ {
+			key, err := scheme.GenerateKey()
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("bench: generate %s key: %w", scheme.Name(), err)
+			}
+			ch, err := chain.Create(filepath.Join(dir, fmt.Sprintf("g%03d-p%02d.db", gi, pi)), key, time.Now().UnixMilli())
+			if err != nil {
+				closeAll()
+				return nil, nil, fmt.Errorf("bench: %w", err)
+			}
+			a := &agent{key: key, ch: ch}
+			mu.Lock()
+			all = append(all, a)
+			mu.Unlock()
+			g.agents = append(g.agents, a)
+			flat = append(flat, a)
+			if pi > 0 {
+				g.others = append(g.others, key.AgentID())
+			}
+		}
+		groups[gi] = g
+	}
+	start := func(a *agent, initiator bool, boot []string) error {
+		cfg := negotiate.NodeConfig{
+			Key: a.key, Chain: a.ch, Policy: negotiate.AcceptAll, Logger: opts.Logger,
+			Host:           negotiate.HostConfig{Bootstrap: boot, Logger: opts.Logger},
+			ResolveInitial: 500 * time.Millisecond, ResolveMax: 2 * time.Second,
+		}
+		if initiator {
+			cfg.OnEvent = rec.onEvent
+		}
+		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		defer cancel()
+		n, err := negotiate.StartNode(sctx, cfg)
+		if err != nil {
+			return fmt.Errorf("bench: start node: %w", err)
+		}
+		mu.Lock()
+		a.node = n
+		mu.Unlock()
+		return nil
+	}
+	if err := start(flat[0], true, nil); err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	// The first bootNodes nodes start one by one; the others bootstrap from
+	// all of them, so the DHT does not hang on one node's routing table.
+	boot := flat[0].node.Host().Addrs()[:1]
+	for i := 1; i < min(bootNodes, len(flat)); i++ {
+		if err := start(flat[i], i%opts.Parties == 0, boot); err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+	}
+	for i := 1; i < min(bootNodes, len(flat)); i++ {
+		boot = append(boot, flat[i].node.Host().Addrs()[:1]...)
+	}
+	sem := make(chan struct{}, startParallel)
+	errs := make([]error, len(flat))
+	var wg sync.WaitGroup
+	for i := min(bootNodes, len(flat)); i < len(flat); i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			errs[i] = start(flat[i], i%opts.Parties == 0, boot)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	if err := resolveAll(ctx, groups); err != nil {
+		closeAll()
+		return nil, nil, err
+	}
+	return groups, closeAll, nil
+}
+
+// resolveAll waits until every agent resolves every other agent of its group.
+func resolveAll(ctx context.Context, groups []*group) error {
+	sem := make(chan struct{}, 8)
+	var mu sync.Mutex
+	var errs []error
+	var wg sync.WaitGroup
+	for _, g := range groups {
+		for _, a := range g.agents {
+			for _, b := range g.agents {
+				if a == b {
+					continue
+				}
+				wg.Add(1)
+				sem <- struct{}{}
+				go func() {
+					defer wg.Done()
+					defer func() { <-sem }()
+					if err := resolveOne(ctx, a.node.Host(), b.key.AgentID()); err != nil {
+						mu.Lock()
+						errs = append(errs, err)
+						mu.Unlock()
+					}
+				}()
+			}
+		}
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func resolveOne(ctx context.Context, h *negotiate.Host, id sign.AgentID) error {
+	deadline := time.Now().Add(resolveTimeout)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := h.Resolve(rctx, id)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil || time.Now().After(deadline) {
+			return fmt.Errorf("bench: %s cannot resolve %s: %w", h.AgentID().Short(), id.Short(), err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// runSession runs one session of group g and times it.
+func runSession(ctx context.Context, g *group, terms []byte, timeout time.Duration, rec *recorder) sample {
+	g.pace.wait(ctx)
+	init := g.agents[0]
+	start := time.Now()
+	p, err := init.node.Propose(ctx, g.others, terms, negotiate.ProposeOptions{Timeout: timeout})
+	if err != nil {
+		return sample{err: err}
+	}
+	g.ids = append(g.ids, p.ID())
+	wctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
+	defer cancel()
+	o, err := p.Wait(wctx)
+	end := time.Now()
+	if err == nil {
+		err = o.Err()
+	}
+	if err != nil {
+		return sample{err: fmt.Errorf("session %s: %w", p.ID(), err)}
+	}
+	s := sample{total: end.Sub(start)}
+	rec.mu.Lock()
+	ts, okS := rec.signing[p.ID()]
+	tc, okC := rec.committed[p.ID()]
+	delete(rec.signing, p.ID())
+	delete(rec.committed, p.ID())
+	rec.mu.Unlock()
+	if okS && okC {
+		s.phases = true
+		s.negotiation, s.signing = ts.Sub(start), tc.Sub(ts)
+	}
+	return s
+}
+
+// runAll runs opts.Sessions sessions with opts.Concurrency groups busy at once.
+func runAll(ctx context.Context, opts Options, groups []*group, terms []byte, rec *recorder, res *Result) []sample {
+	left := make([]int, len(groups))
+	for i := 0; i < opts.Sessions; i++ {
+		left[i%len(groups)]++
+	}
+	free := make(chan int, len(groups))
+	for i := range groups {
+		if left[i] > 0 {
+			free <- i
+		}
+	}
+	var mu sync.Mutex
+	var samples []sample
+	done := 0
+	allDone := make(chan struct{})
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < opts.Concurrency; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				var gi int
+				select {
+				case gi = <-free:
+				case <-allDone:
+					return
+				case <-ctx.Done():
+					return
+				}
+				s := runSession(ctx, groups[gi], terms, opts.SessionTimeout, rec)
+				mu.Lock()
+				samples = append(samples, s)
+				left[gi]--
+				if left[gi] > 0 {
+					free <- gi
+				}
+				done++
+				if opts.Progress != nil {
+					opts.Progress(done, opts.Sessions)
+				}
+				if done == opts.Sessions {
+					close(allDone)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	res.ElapsedSec = time.Since(start).Seconds()
+	return samples
+}
+
+func summarize(res *Result, samples []sample) {
+	var total, neg, sig []time.Duration
+	for _, s := range samples {
+		if s.err != nil {
+			res.Failed++
+			if len(res.FailReasons) < maxFailReasons {
+				res.FailReasons = append(res.FailReasons, s.err.Error())
+			}
+			continue
+		}
+		res.Committed++
+		total = append(total, s.total)
+		if s.phases {
+			neg = append(neg, s.negotiation)
+			sig = append(sig, s.signing)
+		}
+	}
+	res.Failed += res.Sessions - len(samples) // never started (context ended)
+	res.Latency, res.Negotiation, res.Signing = quantiles(total), quantiles(neg), quantiles(sig)
+	if res.ElapsedSec > 0 {
+		res.SessionsPerSec = round3(float64(res.Committed) / res.ElapsedSec)
+	}
+	if res.Floor.SumUs > 0 && res.Latency.N > 0 {
+		res.P50FloorRatio = round3(res.Latency.P50 * 1000 / res.Floor.SumUs)
+	}
+}
+
+// quantiles uses the nearest-rank method.
+func quantiles(ds []time.Duration) Quantiles {
+	if len(ds) == 0 {
+		return Quantiles{}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	rank := func(p float64) time.Duration {
+		i := int(math.Ceil(p*float64(len(ds)))) - 1
+		return ds[max(0, min(i, len(ds)-1))]
+	}
+	var sum time.Duration
+	for _, d := range ds {
+		sum += d
+	}
+	return Quantiles{
+		N: len(ds), P50: ms(rank(0.50)), P90: ms(rank(0.90)), P99: ms(rank(0.99)),
+		Mean: ms(sum / time.Duration(len(ds))), Max: ms(ds[len(ds)-1]),
+	}
+}
+
+func ms(d time.Duration) float64 { return round3(float64(d) / float64(time.Millisecond)) }
+
+func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// checkChains waits for every participant to end every session, stops the
+// nodes, then verifies every chain: it verifies, holds no lock and holds
+// one record per session its group committed.
+func checkChains(ctx context.Context, groups []*group, res *Result) {
+	for gi, g := range groups {
+		init := g.agents[0]
+		committed := 0
+		for _, id := range g.ids {
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			o, err := init.node.Wait(wctx, id)
+			cancel()
+			if err == nil && o.State == negotiate.StateCommitted {
+				committed++
+			}
+			for pi, a := range g.agents[1:] {
+				wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				po, err := a.node.Wait(wctx, id)
+				cancel()
+				if err != nil || (o != nil && (po.State != o.State || po.RecordHash != o.RecordHash)) {
+					res.ChainsBroken = append(res.ChainsBroken, fmt.Sprintf("group %d party %d: session %s outcome differs from the initiator's (%v)", gi, pi+1, id, err))
+				}
+			}
+		}
+		for pi, a := range g.agents {
+			a.node.Close()
+			name := fmt.Sprintf("group %d party %d (%s)", gi, pi, a.key.AgentID().Short())
+			if verr := a.ch.Verify(chain.VerifyOptions{CheckPayload: negotiate.CheckAgreementEntry, Agent: a.key.AgentID()}); verr != nil {
+				res.ChainsBroken = append(res.ChainsBroken, fmt.Sprintf("%s: verify: %v", name, verr))
+				continue
+			}
+			if l, ok := a.ch.Lock(); ok {
+				res.LocksLeft++
+				res.ChainsBroken = append(res.ChainsBroken, fmt.Sprintf("%s: lock left by session %s", name, l.Session))
+				continue
+			}
+			if got := a.ch.Head().Seq; got != uint64(committed) {
+				res.ChainsBroken = append(res.ChainsBroken, fmt.Sprintf("%s: %d records, %d sessions committed", name, got, committed))
+				continue
+			}
+			res.ChainsVerified++
+		}
+	}
+}
+
+// pacer keeps one group's session starts under the receivers' per-peer
+// frame limit: a token bucket mirroring negotiate.PeerFramesPerSecond.
+type pacer struct {
+	on     bool
+	tokens float64
+	last   time.Time
+}
+
+func newPacer(on bool) pacer {
+	return pacer{on: on, tokens: negotiate.PeerFrameBurst - framesPerSessionPerPeer, last: time.Now()}
+}
+
+func (p *pacer) wait(ctx context.Context) {
+	if !p.on {
+		return
+	}
+	rate := paceSafety * negotiate.PeerFramesPerSecond
+	now := time.Now()
+	p.tokens = min(p.tokens+now.Sub(p.last).Seconds()*rate, negotiate.PeerFrameBurst-framesPerSessionPerPeer)
+	p.last = now
+	if p.tokens < framesPerSessionPerPeer {
+		d := time.Duration((framesPerSessionPerPeer - p.tokens) / rate * float64(time.Second))
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+		}
+		p.tokens = framesPerSessionPerPeer
+		p.last = time.Now()
+	}
+	p.tokens -= framesPerSessionPerPeer
+}

@@ -1,0 +1,122 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+// TestRunTiny runs a real two-party bench of five sessions and checks
+// that the figures are sane and the chains sound.
+func TestRunTiny(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real nodes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var calls, last int
+	res, err := Run(ctx, Options{Parties: 2, Sessions: 5, Dir: t.TempDir(), Progress: func(done, total int) {
+		calls++
+		last = done
+		if total != 5 {
+			t.Errorf("progress total %d, want 5", total)
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if err := res.Err(); err != nil {
+		t.Fatal(err)
+	}
+	checks := []struct {
+		name string
+		ok   bool
+	}{
+		{"committed == 5", res.Committed == 5},
+		{"failed == 0", res.Failed == 0},
+		{"progress called 5 times up to 5", calls == 5 && last == 5},
+		{"p50 > 0", res.Latency.P50 > 0},
+		{"p50 <= p90 <= p99 <= max", res.Latency.P50 <= res.Latency.P90 && res.Latency.P90 <= res.Latency.P99 && res.Latency.P99 <= res.Latency.Max},
+		{"phases timed for every session", res.Negotiation.N == 5 && res.Signing.N == 5},
+		{"phases within the total", res.Negotiation.P50 > 0 && res.Signing.P50 > 0 && res.Negotiation.P50 < res.Latency.Max && res.Signing.P50 < res.Latency.Max},
+		{"floor parts > 0", res.Floor.ChainWriteUs > 0 && res.Floor.RoundTripUs > 0 && res.Floor.SignUs > 0 && res.Floor.VerifyUs > 0},
+		{"floor sum is the sum", abs(res.Floor.SumUs-(res.Floor.ChainWriteUs+res.Floor.RoundTripUs+res.Floor.SignUs+res.Floor.VerifyUs)) < 0.01},
+		{"ratio > 0", res.P50FloorRatio > 0},
+		{"sessions/s > 0", res.SessionsPerSec > 0},
+		{"both chains verified, no lock", res.ChainsVerified == 2 && res.LocksLeft == 0 && len(res.ChainsBroken) == 0},
+	}
+	for _, c := range checks {
+		if !c.ok {
+			t.Errorf("%s: not so in %+v", c.name, res)
+		}
+	}
+}
+
+func abs(x float64) float64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// TestRunBadOptions checks that out-of-range options fail before anything starts.
+func TestRunBadOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"one party", Options{Parties: 1}},
+		{"too many parties", Options{Parties: MaxParties + 1}},
+		{"negative sessions", Options{Sessions: -1}},
+		{"too many sessions", Options{Sessions: MaxSessions + 1}},
+		{"concurrency above pairs", Options{Concurrency: 4, Pairs: 2}},
+		{"too many nodes", Options{Parties: 32, Pairs: 9}},
+		{"unknown scheme", Options{Scheme: "rot13"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tc.opts.Dir = dir
+			_, err := Run(context.Background(), tc.opts)
+			if !errors.Is(err, ErrBadOptions) {
+				t.Fatalf("err = %v, want ErrBadOptions", err)
+			}
+		})
+	}
+}
+
+// TestIdleHeap checks that sessions left pending are counted and cost heap.
+func TestIdleHeap(t *testing.T) {
+	res, err := IdleHeap(500, "ed25519")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%+v", res)
+	if res.Sessions != 500 || res.ParticipantBytes == 0 || res.PerSessionBytes < 100 {
+		t.Fatalf("implausible: %+v", res)
+	}
+	if _, err := IdleHeap(0, "ed25519"); !errors.Is(err, ErrBadOptions) {
+		t.Fatalf("0 sessions: err = %v, want ErrBadOptions", err)
+	}
+}
+
+// BenchmarkRun runs b.N real two-party sessions (after node start-up) with
+// 1 and 8 groups busy at once; profile it with -cpuprofile.
+func BenchmarkRun(b *testing.B) {
+	for _, c := range []int{1, 8} {
+		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) {
+			res, err := Run(context.Background(), Options{Sessions: max(b.N, c), Concurrency: c, Dir: b.TempDir()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := res.Err(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportMetric(res.Latency.P50, "p50-ms")
+			b.ReportMetric(res.P50FloorRatio, "p50/floor")
+			b.ReportMetric(res.SessionsPerSec, "sessions/s")
+		})
+	}
+}

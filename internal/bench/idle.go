@@ -1,0 +1,144 @@
+package bench
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// MaxIdleSessions bounds IdleHeap: the engine's own cap on open sessions.
+const MaxIdleSessions = negotiate.MaxOpenSessions
+
+const (
+	// idleDeadline keeps the idle sessions far from their deadline.
+	idleDeadline = time.Hour
+	// idleMessageLifetime is the wire expiry of the proposals, as the node
+	// gives them (within protocol's lifetime limit).
+	idleMessageLifetime = 2 * time.Minute
+)
+
+// HeapResult is the heap held by sessions waiting for a decision.
+type HeapResult struct {
+	Sessions int    `json:"sessions"`
+	Scheme   string `json:"scheme"`
+	// ParticipantBytes is the live heap of the participant's engine holding
+	// Sessions proposals with no decision (policy nil): the figure the
+	// memory target is about.
+	ParticipantBytes uint64 `json:"participant_heap_bytes"`
+	// InitiatorBytes is the initiator's engine holding the same sessions,
+	// waiting for the answers.
+	InitiatorBytes uint64 `json:"initiator_heap_bytes"`
+	// ParticipantMiB and PerSessionBytes restate ParticipantBytes.
+	ParticipantMiB  float64 `json:"participant_heap_mib"`
+	PerSessionBytes float64 `json:"participant_bytes_per_session"`
+	ElapsedSec      float64 `json:"elapsed_sec"`
+}
+
+// IdleHeap measures, through the pure core, the heap that n sessions in
+// negotiation hold: an initiator engine starts n two-party sessions; every
+// proposal is really sealed, opened and stepped into a participant engine
+// that leaves it pending (no policy). The live heap (runtime.MemStats
+// HeapAlloc after a forced GC) is read before, with both engines, and after
+// dropping the initiator; the differences are the two engines' shares.
+func IdleHeap(n int, schemeName string) (*HeapResult, error) {
+	if n < 1 || n > MaxIdleSessions {
+		return nil, fmt.Errorf("%w: idle sessions %d: use 1 to %d", ErrBadOptions, n, MaxIdleSessions)
+	}
+	scheme, err := sign.SchemeByName(schemeName)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadOptions, err)
+	}
+	k1, err := scheme.GenerateKey()
+	if err != nil {
+		return nil, fmt.Errorf("bench: idle: key: %w", err)
+	}
+	k2, err := scheme.GenerateKey()
+	if err != nil {
+		return nil, fmt.Errorf("bench: idle: key: %w", err)
+	}
+	terms, err := protocol.EncodeTerms(map[string]any{"item": "benchmark widget", "price": 1250, "currency": "EUR", "qty": 3})
+	if err != nil {
+		return nil, fmt.Errorf("bench: idle: terms: %w", err)
+	}
+	started := time.Now()
+	base := liveHeap()
+	ini, err := negotiate.NewEngine(negotiate.CoreConfig{Key: k1, Head: chain.Head{}})
+	if err != nil {
+		return nil, err
+	}
+	par, err := negotiate.NewEngine(negotiate.CoreConfig{Key: k2, Head: chain.Head{}})
+	if err != nil {
+		return nil, err
+	}
+	parties := []protocol.Party{ini.Self(), par.Self()}
+	now := time.Now().UnixMilli()
+	for i := 0; i < n; i++ {
+		out := ini.Step(negotiate.Input{Now: now, Start: &negotiate.Start{
+			Session: protocol.NewSessionID(), Parties: parties, Terms: terms, Deadline: now + idleDeadline.Milliseconds(),
+		}})
+		if out.Err != nil {
+			return nil, fmt.Errorf("bench: idle: start session %d: %w", i, out.Err)
+		}
+		for _, o := range out.Send {
+			body, err := protocol.EncodeBody(o.Body)
+			if err != nil {
+				return nil, fmt.Errorf("bench: idle: encode: %w", err)
+			}
+			frame, err := protocol.Seal(k1, protocol.Message{Type: o.Type, Session: o.Session, To: o.To,
+				Nonce: protocol.NewNonce(), Expires: now + idleMessageLifetime.Milliseconds(), Body: body})
+			if err != nil {
+				return nil, fmt.Errorf("bench: idle: seal: %w", err)
+			}
+			env, err := protocol.OpenFor(frame, o.To, now)
+			if err != nil {
+				return nil, fmt.Errorf("bench: idle: open: %w", err)
+			}
+			pout := par.Step(negotiate.Input{Now: now, Message: &negotiate.Received{
+				From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
+			}})
+			if pout.Err != nil {
+				return nil, fmt.Errorf("bench: idle: participant: %w", pout.Err)
+			}
+		}
+	}
+	pending := 0
+	for _, s := range par.Sessions(false) {
+		if s.Pending {
+			pending++
+		}
+	}
+	if pending != n {
+		return nil, fmt.Errorf("bench: idle: %d sessions wait for a decision, want %d", pending, n)
+	}
+	both := liveHeap()
+	runtime.KeepAlive(ini)
+	ini = nil
+	onlyPar := liveHeap()
+	runtime.KeepAlive(par)
+	res := &HeapResult{Sessions: n, Scheme: scheme.Name(), ElapsedSec: round3(time.Since(started).Seconds())}
+	res.ParticipantBytes = sub(onlyPar, base)
+	res.InitiatorBytes = sub(both, onlyPar)
+	res.ParticipantMiB = round3(float64(res.ParticipantBytes) / (1 << 20))
+	res.PerSessionBytes = round3(float64(res.ParticipantBytes) / float64(n))
+	return res, nil
+}
+
+func sub(a, b uint64) uint64 {
+	if a < b {
+		return 0
+	}
+	return a - b
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
