@@ -439,7 +439,6 @@ func idList(ids []sign.AgentID) string {
 	return strings.Join(parts, ", ")
 }
 
-
 func decideCommand(action string) func() *cli.Command {
 	return func() *cli.Command {
 		cmd := &cli.Command{
