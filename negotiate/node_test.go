@@ -237,3 +237,28 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+func TestNodeWitnessCommit(t *testing.T) {
+	agents := nodeTestNetwork(t, 3, AcceptAll)
+	a, b, w := agents[0], agents[1], agents[2]
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := a.node.Propose(ctx, []sign.AgentID{b.key.AgentID()}, nodeTestTerms(t, map[string]any{"x": 3}),
+		ProposeOptions{Timeout: 20 * time.Second, Witness: w.key.AgentID()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeTestCheck(t, []*nodeTestAgent{a, b}, p.ID(), StateCommitted)
+	o, _ := a.node.Wait(ctx, p.ID())
+	rec, err := DecodeRecord(o.Receipt)
+	if err != nil || rec.Agreement.Witness == nil || len(rec.WitnessDecision) == 0 || VerifyRecord(rec) != nil {
+		t.Fatalf("record lacks a valid witness decision: %v", err)
+	}
+	ws, err := w.node.Session(p.ID())
+	if err != nil || ws.Role != RoleWitness || ws.State != StateCommitted {
+		t.Fatalf("witness session: %+v %v", ws, err)
+	}
+	if head := w.ch.Head(); head.Seq != 0 {
+		t.Fatalf("the witness appended to its own chain (head %d)", head.Seq)
+	}
+}
