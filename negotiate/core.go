@@ -180,16 +180,20 @@ type Decision struct {
 }
 
 // Output is what the caller must do after a Step, in this order:
+//  0. SendFirst may leave at once: these messages depend on nothing in
+//     Persist (the initiator's preflight, which carries no signature), so
+//     the parties' lock writes overlap instead of following each other.
 //  1. Persist, if set, must be durable (one chain transaction) before any
 //     message of Send leaves. If it fails, the caller must not send and must
 //     stop the engine (a restart resumes from the last durable checkpoint).
 //  2. Send the messages (each is independent; order per peer preserved).
 //  3. Arm the timers; report the events.
 type Output struct {
-	Persist []chain.Write
-	Send    []Outgoing
-	Timers  []Timer
-	Events  []Event
+	SendFirst []Outgoing
+	Persist   []chain.Write
+	Send      []Outgoing
+	Timers    []Timer
+	Events    []Event
 	// Err is a refusal of the input (bad message, decision out of turn). The
 	// engine's state did not change.
 	Err error

@@ -63,7 +63,7 @@ func (c *benchCore) step(b *testing.B, id sign.AgentID, in Input) {
 	if len(out.Persist) > 1 {
 		c.multiWriteSteps++
 	}
-	for _, o := range out.Send {
+	for _, o := range append(out.SendFirst, out.Send...) {
 		frame := o.Frame
 		if frame == nil {
 			body, err := protocol.EncodeBody(o.Body)

@@ -104,7 +104,7 @@ func (n *coreNet) step(nd *coreNode, in Input) Output {
 			n.t.Fatalf("%s: persist: %v", nd.name, err)
 		}
 	}
-	for _, o := range out.Send {
+	for _, o := range append(out.SendFirst, out.Send...) {
 		frame := o.Frame
 		typ := o.Type
 		if frame == nil {

@@ -38,7 +38,7 @@ func ExampleEngine() {
 				queue = append(queue, bob.Step(negotiate.Input{Now: now, Decision: &negotiate.Decision{Session: ev.Session, Action: negotiate.ActAccept}}))
 			}
 		}
-		for _, m := range out.Send {
+		for _, m := range append(out.SendFirst, out.Send...) {
 			to := byID[m.To]
 			queue = append(queue, to.Step(negotiate.Input{Now: now, Message: &negotiate.Received{
 				From: otherThan(byID, to), Type: m.Type, Session: m.Session, Body: m.Body,

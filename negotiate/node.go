@@ -179,6 +179,9 @@ func (n *Node) step(in Input) error {
 	}
 	in.Now = n.now()
 	out := n.eng.Step(in)
+	for _, o := range out.SendFirst {
+		n.enqueue(o, in.Now)
+	}
 	for _, w := range out.Persist {
 		if w.Append != nil {
 			n.crash(CrashAfterCert)

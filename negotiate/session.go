@@ -538,13 +538,18 @@ func (e *Engine) beginSigning(now int64, s *session, out *Output) {
 		e.abortAll(now, s, fmt.Sprintf("initiator %s is busy: its chain is locked by session %s", e.self.ID.Short(), e.lock.Session), out)
 		return
 	}
-	e.signAndSend(now, s, out, func() {
-		pf := &protocol.Preflight{Agreement: *a, AgreementHash: s.ah}
-		e.sendOthers(out, s, protocol.TypePreflight, pf)
-		if s.witness != nil {
-			e.send(out, s, s.witness.ID, protocol.TypePreflight, pf)
+	// The preflight carries no signature: it may leave before the
+	// initiator's own lock write, so the parties lock in parallel.
+	pf := &protocol.Preflight{Agreement: *a, AgreementHash: s.ah}
+	for i, p := range s.parties {
+		if i != s.selfIdx {
+			out.SendFirst = append(out.SendFirst, Outgoing{To: p.ID, Type: protocol.TypePreflight, Session: s.id, Body: pf, Expires: s.deadline})
 		}
-	})
+	}
+	if s.witness != nil {
+		out.SendFirst = append(out.SendFirst, Outgoing{To: s.witness.ID, Type: protocol.TypePreflight, Session: s.id, Body: pf, Expires: s.deadline})
+	}
+	e.signAndSend(now, s, out, nil)
 }
 
 // signAndSend takes the lock and records the signed vote in one durable

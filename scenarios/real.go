@@ -243,8 +243,16 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 	for _, ss := range s.sessions {
 		for _, sn := range ss.parties {
 			rn := byName[sn.name]
-			if _, err := rn.node.Wait(wctx, ss.id); err != nil && !errors.Is(err, negotiate.ErrUnknownSession) {
+			if o, err := rn.node.Wait(wctx, ss.id); err != nil && !errors.Is(err, negotiate.ErrUnknownSession) {
 				rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %s: %v", ss.name, sn.name, err))
+			} else if o != nil {
+				// Wait can return just before the node's event callback
+				// records the time; take now as the (later) bound then.
+				rn.mu.Lock()
+				if _, ok := rn.finalAt[ss.id]; !ok {
+					rn.finalAt[ss.id] = time.Now().UnixMilli()
+				}
+				rn.mu.Unlock()
 			}
 		}
 	}

@@ -596,6 +596,9 @@ func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
 	if hasAppend && s.fire(n, PointAfterCertificate, session) {
 		return out
 	}
+	for _, o := range out.SendFirst {
+		s.send(n, o) // depends on nothing in Persist
+	}
 	for _, w := range out.Persist {
 		if s.opts.Bug == BugSkipVotePersist && w.AcquireLock != nil {
 			s.logf("%s BUG: vote of %s not persisted", n.name, s.sname(w.Session))

@@ -84,7 +84,7 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 		if out.Err != nil {
 			return nil, fmt.Errorf("bench: idle: start session %d: %w", i, out.Err)
 		}
-		for _, o := range out.Send {
+		for _, o := range append(out.SendFirst, out.Send...) {
 			body, err := protocol.EncodeBody(o.Body)
 			if err != nil {
 				return nil, fmt.Errorf("bench: idle: encode: %w", err)
