@@ -57,6 +57,13 @@ func (a *nodeTestAgent) startNode(t *testing.T, policy Policy, boot *nodeTestAge
 
 func nodeTestNetwork(t *testing.T, n int, policy Policy) []*nodeTestAgent {
 	t.Helper()
+	return nodeTestNetworkWith(t, n, nil, policy)
+}
+
+// nodeTestNetworkWith starts n nodes: the first (the initiator in tests)
+// with initPolicy, the others with policy.
+func nodeTestNetworkWith(t *testing.T, n int, initPolicy, policy Policy) []*nodeTestAgent {
+	t.Helper()
 	dir := t.TempDir()
 	var agents []*nodeTestAgent
 	for i := 0; i < n; i++ {
@@ -66,7 +73,7 @@ func nodeTestNetwork(t *testing.T, n int, policy Policy) []*nodeTestAgent {
 		}
 		p := policy
 		if i == 0 {
-			p = nil
+			p = initPolicy
 		}
 		agents = append(agents, nodeTestStart(t, dir, fmt.Sprintf("n%d", i), p, boot))
 	}
@@ -261,4 +268,8 @@ func TestNodeWitnessCommit(t *testing.T) {
 	if head := w.ch.Head(); head.Seq != 0 {
 		t.Fatalf("the witness appended to its own chain (head %d)", head.Seq)
 	}
+}
+
+func nodeVerifyOptions() chain.VerifyOptions {
+	return chain.VerifyOptions{CheckPayload: CheckAgreementEntry}
 }
