@@ -158,6 +158,7 @@ type TimerKind string
 const (
 	TimerDeadline TimerKind = "deadline" // the session's negotiation/signing window ends
 	TimerResolve  TimerKind = "resolve"  // a signed party asks the others again
+	TimerResend   TimerKind = "resend"   // the initiator re-sends a round to silent participants
 )
 
 // Action is an application decision.

@@ -88,6 +88,8 @@ type session struct {
 
 	gen          map[TimerKind]uint64
 	resolveDelay int64
+	resendDelay  int64
+	lastAnswer   *Outgoing // participant: its answer to the current round, re-sent if asked again
 	last         map[sign.AgentID]PartyActivity
 }
 
@@ -214,7 +216,15 @@ func (e *Engine) proposeRound(now int64, s *session, terms cbor.RawMessage, out 
 	}
 	e.sendOthers(out, s, protocol.TypePropose, body)
 	e.event(out, s, EvPhase, Event{Terms: terms})
+	s.resendDelay = resendInitialMillis
+	e.arm(s, TimerResend, now+s.resendDelay, out)
 }
+
+// resendInitialMillis is how long the initiator waits for a participant's
+// answer before sending the round again (then doubling): a proposal lost
+// on the way (a dropped frame, a restarted peer) does not stall a session
+// until its deadline.
+const resendInitialMillis = 1500
 
 // ---- receive ----
 
@@ -331,6 +341,17 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 		if s.role != RoleParticipant || !sameParties(s.parties, p.Parties) || s.deadline != p.Deadline || s.maxRounds != p.MaxRounds || !sameWitness(s.witness, p.Witness) {
 			return fmt.Errorf("negotiate: propose from %s: does not match session %s as first proposed", m.From.Short(), s.id)
 		}
+		if p.Round == s.round && s.agreement == nil && (s.phase == PhaseNegotiating || s.lastAnswer != nil) {
+			// The initiator sends a round again when an answer is missing.
+			if !bytes.Equal(terms, s.terms) {
+				e.event(out, s, EvViolation, Event{From: m.From, Reason: "initiator sent two different terms for one round"})
+				return fmt.Errorf("negotiate: propose from %s: other terms for round %d (equivocation)", m.From.Short(), p.Round)
+			}
+			if s.lastAnswer != nil {
+				out.Send = append(out.Send, *s.lastAnswer)
+			}
+			return nil
+		}
 		if s.final != "" {
 			return fmt.Errorf("negotiate: propose from %s: session %s already ended (%s)", m.From.Short(), s.id, s.final)
 		}
@@ -339,7 +360,7 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 		}
 	}
 	s.round, s.terms, s.termsHash = p.Round, terms, chain.Hash(sign.Hash(terms))
-	s.pending, s.accepted = true, false
+	s.pending, s.accepted, s.lastAnswer = true, false, nil
 	e.event(out, s, EvProposal, Event{From: m.From, Terms: terms})
 	return nil
 }
@@ -472,8 +493,10 @@ func (e *Engine) decide(now int64, d *Decision, out *Output) error {
 		case ActAccept:
 			e.send(out, s, init, protocol.TypeAccept, &protocol.Accept{Round: s.round, TermsHash: s.termsHash})
 			s.pending, s.accepted = false, true
+			s.lastAnswer = lastSent(out)
 		case ActReject:
 			e.send(out, s, init, protocol.TypeReject, &protocol.Reject{Round: s.round, Reason: d.Reason})
+			s.lastAnswer = lastSent(out)
 			e.finish(now, s, StateRejected, "rejected here: "+d.Reason, out)
 		case ActCounter:
 			t, err := canonicalTerms(d.Terms)
@@ -482,6 +505,7 @@ func (e *Engine) decide(now int64, d *Decision, out *Output) error {
 			}
 			e.send(out, s, init, protocol.TypeCounter, &protocol.Counter{Round: s.round, Terms: t})
 			s.pending = false
+			s.lastAnswer = lastSent(out)
 		default:
 			return fmt.Errorf("negotiate: unknown action %q: use accept, reject, counter or abort", d.Action)
 		}
@@ -985,6 +1009,22 @@ func (e *Engine) timer(now int64, t *Timer, out *Output) {
 		// A participant that never saw a preflight holds no lock. If the
 		// initiator signed, its queries get a durable refusal (onQuery).
 		e.finish(now, s, StateAborted, reason, out)
+	case TimerResend:
+		if s.role != RoleInitiator || s.phase != PhaseNegotiating || s.counter != nil {
+			return
+		}
+		body := &protocol.Propose{
+			Round: s.round, Parties: s.parties, Terms: s.terms, Deadline: s.deadline, MaxRounds: s.maxRounds, Witness: s.witness,
+		}
+		for i := 1; i < len(s.parties); i++ {
+			if _, ok := s.answers[i]; !ok {
+				e.send(out, s, s.parties[i].ID, protocol.TypePropose, body)
+			}
+		}
+		s.resendDelay *= 2
+		if at := now + s.resendDelay; at < s.deadline {
+			e.arm(s, TimerResend, at, out)
+		}
 	case TimerResolve:
 		if s.vote != voteSigned {
 			return
@@ -1128,4 +1168,10 @@ func validSessionID(id string) bool {
 		}
 	}
 	return true
+}
+
+// lastSent copies the message just queued, to send it again if asked.
+func lastSent(out *Output) *Outgoing {
+	o := out.Send[len(out.Send)-1]
+	return &o
 }
