@@ -495,3 +495,20 @@ func TestCoreInitiatorCrashAfterVoteResumes(t *testing.T) {
 	n.run(60_000)
 	n.checkInvariants(id, n.nodes, StateCommitted)
 }
+
+func TestCoreLimitsOpenSessionsPerPeer(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	tm := terms(t, map[string]any{"x": 1})
+	before := len(b.errs)
+	for i := 0; i < MaxOpenSessionsPerPeer+5; i++ {
+		n.propose(a, []*coreNode{b}, tm, 0)
+	}
+	n.run(0)
+	if open := len(b.eng.Sessions(false)); open != MaxOpenSessionsPerPeer {
+		t.Fatalf("b holds %d open sessions from one peer, the limit is %d", open, MaxOpenSessionsPerPeer)
+	}
+	if refused := len(b.errs) - before; refused != 5 {
+		t.Fatalf("%d proposals refused, want 5", refused)
+	}
+}

@@ -19,6 +19,9 @@ const (
 	MaxOpenSessions = 50000
 	// maxTombstones bounds refusals recorded for sessions this agent never knew.
 	maxTombstones = 100000
+	// MaxOpenSessionsPerPeer bounds the open sessions one initiator can hold
+	// with this agent, so one hostile peer cannot use up MaxOpenSessions.
+	MaxOpenSessionsPerPeer = 1024
 	// DefaultMaxRounds is the round cap when a proposal names none.
 	DefaultMaxRounds = 8
 )
@@ -117,6 +120,16 @@ func (e *Engine) newSession(id string, role Role, parties []protocol.Party, now 
 	}
 	s.selfIdx = s.indexOf(e.self.ID)
 	return s
+}
+
+func (e *Engine) openSessionsFrom(id sign.AgentID) int {
+	n := 0
+	for _, s := range e.sessions {
+		if s.final == "" && len(s.parties) > 0 && s.parties[0].ID == id {
+			n++
+		}
+	}
+	return n
 }
 
 func (e *Engine) openSessions() int {
@@ -332,6 +345,9 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 		}
 		if e.openSessions() >= MaxOpenSessions {
 			return fmt.Errorf("negotiate: propose from %s: %d sessions are open, the limit", m.From.Short(), MaxOpenSessions)
+		}
+		if n := e.openSessionsFrom(m.From); n >= MaxOpenSessionsPerPeer {
+			return fmt.Errorf("negotiate: propose from %s: it already has %d open sessions with this agent, the limit", m.From.Short(), n)
 		}
 		s = e.newSession(m.Session, RoleParticipant, p.Parties, now)
 		s.deadline, s.maxRounds, s.witness = p.Deadline, p.MaxRounds, p.Witness
