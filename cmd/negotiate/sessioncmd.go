@@ -461,14 +461,10 @@ func decideCommand(action string) func() *cli.Command {
 			cmd.Flags = withJSON(&cli.StringFlag{Name: "reason", Usage: "why"})
 		}
 		cmd.Action = func(c *cli.Context) error {
-			pos, err := args(c)
+			id, err := oneArg(c, fmt.Sprintf("usage: negotiate %s SESSION (see `negotiate inbox`)", action))
 			if err != nil {
 				return err
 			}
-			if len(pos) != 1 {
-				return usageErr("usage: negotiate %s SESSION (see `negotiate inbox`)", action)
-			}
-			id := pos[0]
 			if err := protocol.CheckSessionID(id); err != nil {
 				return usageErr("%q is not a session ID: %v", id, err)
 			}
@@ -544,16 +540,13 @@ func showCommand() *cli.Command {
 		ArgsUsage: "SESSION",
 		Flags:     withJSON(),
 		Action: func(c *cli.Context) error {
-			pos, err := args(c)
+			arg, err := oneArg(c, "usage: negotiate show SESSION")
 			if err != nil {
 				return err
 			}
-			if len(pos) != 1 {
-				return usageErr("usage: negotiate show SESSION")
-			}
 			return withNode(c, func(cl *control.Client) error {
 				var s sessionView
-				if err := cl.Do(c.Context, "GET", "/v1/sessions/"+pos[0], nil, &s); err != nil {
+				if err := cl.Do(c.Context, "GET", "/v1/sessions/"+arg, nil, &s); err != nil {
 					return err
 				}
 				if wantJSON(c) {
@@ -603,16 +596,13 @@ func receiptCommand() *cli.Command {
 		ArgsUsage: "SESSION",
 		Flags:     withJSON(&cli.StringFlag{Name: "output", Aliases: []string{"o"}, Usage: "write to `FILE` (default stdout)"}),
 		Action: func(c *cli.Context) error {
-			pos, err := args(c)
+			arg, err := oneArg(c, "usage: negotiate receipt SESSION -o FILE")
 			if err != nil {
 				return err
 			}
-			if len(pos) != 1 {
-				return usageErr("usage: negotiate receipt SESSION -o FILE")
-			}
 			return withNode(c, func(cl *control.Client) error {
 				var buf bytes.Buffer
-				if err := cl.Stream(c.Context, "GET", "/v1/sessions/"+pos[0]+"/receipt", &buf); err != nil {
+				if err := cl.Stream(c.Context, "GET", "/v1/sessions/"+arg+"/receipt", &buf); err != nil {
 					return err
 				}
 				out := c.String("output")
@@ -624,9 +614,9 @@ func receiptCommand() *cli.Command {
 					return fmt.Errorf("write receipt: %w", err)
 				}
 				if wantJSON(c) {
-					return printJSON(c, map[string]any{"session": pos[0], "file": out, "bytes": buf.Len()})
+					return printJSON(c, map[string]any{"session": arg, "file": out, "bytes": buf.Len()})
 				}
-				fmt.Fprintf(c.App.Writer, "receipt for %s written to %s (%d bytes)\n", pos[0], out, buf.Len())
+				fmt.Fprintf(c.App.Writer, "receipt for %s written to %s (%d bytes)\n", arg, out, buf.Len())
 				return nil
 			})
 		},
@@ -652,14 +642,11 @@ func verifyCommand() *cli.Command {
 		ArgsUsage: "FILE",
 		Flags:     withJSON(),
 		Action: func(c *cli.Context) error {
-			pos, err := args(c)
+			arg, err := oneArg(c, "usage: negotiate verify FILE")
 			if err != nil {
 				return err
 			}
-			if len(pos) != 1 {
-				return usageErr("usage: negotiate verify FILE")
-			}
-			v, verr := verifyReceiptFile(pos[0])
+			v, verr := verifyReceiptFile(arg)
 			if wantJSON(c) {
 				if err := printJSON(c, v); err != nil {
 					return err
@@ -717,4 +704,16 @@ func verifyReceiptFile(path string) (verifyView, error) {
 		v.Witness = a.Witness.ID
 	}
 	return v, nil
+}
+
+// oneArg returns the command's one positional argument, or a usage error.
+func oneArg(c *cli.Context, usage string) (string, error) {
+	pos, err := args(c)
+	if err != nil {
+		return "", err
+	}
+	if len(pos) != 1 {
+		return "", usageErr("%s", usage)
+	}
+	return pos[0], nil
 }
