@@ -82,6 +82,12 @@ type HostConfig struct {
 	Logger *slog.Logger
 	// Now is the clock used for expiries. Nil means time.Now.
 	Now func() time.Time
+	// PeerFramesPerSecond and PeerFrameBurst override the per-peer inbound
+	// frame rate limit (zero: the PeerFramesPerSecond and PeerFrameBurst
+	// constants). Raise them for nodes that run many sessions with the
+	// same peers, such as `negotiate bench`.
+	PeerFramesPerSecond float64
+	PeerFrameBurst      float64
 }
 
 // DefaultListenAddrs are the listen addresses when HostConfig.Listen is
@@ -233,7 +239,7 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 		h:         lh,
 		log:       logger.With("agent", cfg.Key.AgentID().Short()),
 		now:       now,
-		lim:       newHostLimiter(),
+		lim:       newHostLimiter(cfg.PeerFramesPerSecond, cfg.PeerFrameBurst),
 		inbox:     newHostInbox(),
 		ctx:       hctx,
 		cancel:    cancel,

@@ -194,10 +194,18 @@ type hostPeerState struct {
 type hostLimiter struct {
 	mu    sync.Mutex
 	peers map[peer.ID]*hostPeerState
+	rate  float64 // frames per second per peer
+	burst float64
 }
 
-func newHostLimiter() *hostLimiter {
-	return &hostLimiter{peers: make(map[peer.ID]*hostPeerState)}
+func newHostLimiter(rate, burst float64) *hostLimiter {
+	if rate <= 0 {
+		rate = PeerFramesPerSecond
+	}
+	if burst <= 0 {
+		burst = PeerFrameBurst
+	}
+	return &hostLimiter{peers: make(map[peer.ID]*hostPeerState), rate: rate, burst: burst}
 }
 
 // state returns p's state; the caller holds l.mu.
@@ -207,7 +215,7 @@ func (l *hostLimiter) state(p peer.ID, now time.Time) *hostPeerState {
 		if len(l.peers) >= hostMaxTrackedPeers {
 			l.evictIdle(now)
 		}
-		st = &hostPeerState{tokens: PeerFrameBurst, last: now}
+		st = &hostPeerState{tokens: l.burst, last: now}
 		l.peers[p] = st
 	}
 	st.lastSeen = now
@@ -217,7 +225,7 @@ func (l *hostLimiter) state(p peer.ID, now time.Time) *hostPeerState {
 // evictIdle drops the state of peers without open streams whose bucket
 // has refilled (they gain nothing by being forgotten).
 func (l *hostLimiter) evictIdle(now time.Time) {
-	full := time.Duration(float64(PeerFrameBurst) / PeerFramesPerSecond * float64(time.Second))
+	full := time.Duration(l.burst / l.rate * float64(time.Second))
 	for p, st := range l.peers {
 		if st.session == 0 && st.direct == 0 && now.Sub(st.last) >= full {
 			delete(l.peers, p)
@@ -264,9 +272,9 @@ func (l *hostLimiter) allowFrame(p peer.ID, now time.Time) bool {
 	defer l.mu.Unlock()
 	st := l.state(p, now)
 	if el := now.Sub(st.last); el > 0 {
-		st.tokens += el.Seconds() * PeerFramesPerSecond
-		if st.tokens > PeerFrameBurst {
-			st.tokens = PeerFrameBurst
+		st.tokens += el.Seconds() * l.rate
+		if st.tokens > l.burst {
+			st.tokens = l.burst
 		}
 	}
 	st.last = now

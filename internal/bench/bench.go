@@ -55,6 +55,11 @@ const (
 	// paceSafety keeps the paced rate under the receiver's limit so timer
 	// jitter never empties its bucket.
 	paceSafety = 0.9
+	// benchFramesPerSecond is the per-peer inbound frame limit of bench
+	// nodes: agents that trade with each other all day are trusted peers,
+	// so the bench raises the default (negotiate.PeerFramesPerSecond), which
+	// is sized for strangers.
+	benchFramesPerSecond = 2000
 	// floorWriteSamples, floorRoundTrips and floorCryptoSamples are the
 	// samples the floor unit's medians are taken over.
 	floorWriteSamples  = 40
@@ -301,7 +306,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	res := &Result{
 		Parties: opts.Parties, Sessions: opts.Sessions, Concurrency: opts.Concurrency, Pairs: opts.Pairs,
 		Scheme: scheme.Name(), Nodes: opts.Parties * opts.Pairs, CPUs: runtime.NumCPU(), Paced: !opts.NoPace,
-		PaceCapPerPair: paceSafety * negotiate.PeerFramesPerSecond / framesPerSessionPerPeer,
+		PaceCapPerPair: paceSafety * benchFramesPerSecond / framesPerSessionPerPeer,
 	}
 	rec := &recorder{signing: map[string]time.Time{}, committed: map[string]time.Time{}}
 	setup := time.Now()
@@ -386,7 +391,8 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 	start := func(a *agent, initiator bool, boot []string) error {
 		cfg := negotiate.NodeConfig{
 			Key: a.key, Chain: a.ch, Policy: negotiate.AcceptAll, Logger: opts.Logger,
-			Host:           negotiate.HostConfig{Bootstrap: boot, Logger: opts.Logger},
+			Host: negotiate.HostConfig{Bootstrap: boot, Logger: opts.Logger,
+				PeerFramesPerSecond: benchFramesPerSecond, PeerFrameBurst: benchFramesPerSecond / 10},
 			ResolveInitial: 500 * time.Millisecond, ResolveMax: 2 * time.Second,
 		}
 		if initiator {
@@ -688,9 +694,9 @@ func (p *pacer) wait(ctx context.Context) {
 	if !p.on {
 		return
 	}
-	rate := paceSafety * negotiate.PeerFramesPerSecond
+	rate := paceSafety * benchFramesPerSecond
 	now := time.Now()
-	p.tokens = min(p.tokens+now.Sub(p.last).Seconds()*rate, negotiate.PeerFrameBurst-framesPerSessionPerPeer)
+	p.tokens = min(p.tokens+now.Sub(p.last).Seconds()*rate, benchFramesPerSecond/10-framesPerSessionPerPeer)
 	p.last = now
 	if p.tokens < framesPerSessionPerPeer {
 		d := time.Duration((framesPerSessionPerPeer - p.tokens) / rate * float64(time.Second))
