@@ -54,8 +54,27 @@ type NodeConfig struct {
 	// OnEvent, when set, is called (without locks held) for every engine event.
 	OnEvent func(Event)
 	// CrashHook, when set, is called at the named crash points (see
-	// CrashPoints); fault-injection tests make it kill the process there.
-	CrashHook func(point string)
+	// CrashPoints and CrashAfterAccept) with the session concerned;
+	// fault-injection tests make it kill the process there.
+	// Returning true crashes the node in place instead: from that instant
+	// it runs no step, writes nothing, queues nothing and emits no event
+	// (frames already queued still leave, as bytes already written to a
+	// socket would); its calls fail with ErrNodeStopped. The caller then
+	// closes the node and may start a new one on the same chain file, which
+	// resumes the open sessions from their checkpoints. The hook may be
+	// called with the node's lock held: it must not call the node.
+	CrashHook func(point, session string) bool
+	// Outbound, when set, is given every message the engine sends, before
+	// it is sealed, and returns what to send instead: nil drops it, more
+	// than one duplicates or rewrites it. An Outgoing with Frame set is
+	// sent as that frame. Fault-injection tests only (loss, partitions,
+	// byzantine behaviour); nil sends every message unchanged.
+	Outbound func(o Outgoing) []Outgoing
+	// Inbound, when set, is asked about every session message that passed
+	// the host's checks (signature, recipient, expiry, replay) before the
+	// engine sees it; false drops it. Fault-injection tests only
+	// (partitions); nil delivers everything.
+	Inbound func(from sign.AgentID, typ string) bool
 }
 
 // Crash points: where fault-injection tests kill a node (NodeConfig.CrashHook).
@@ -65,15 +84,34 @@ const (
 	CrashAfterReadySent = "after-ready-sent"  // this party's signature was delivered to a peer
 	CrashAfterCert      = "after-certificate" // the commit certificate is here; the append is not done
 	CrashAfterAppend    = "after-append"      // the record is appended and the lock released
+	// CrashAfterAccept: a participant's accept was queued, or the initiator
+	// took one in. In-process fault injection only (the scenario runner);
+	// not in CrashPoints, which the process-level kill tests cover.
+	CrashAfterAccept = "after-accept"
 )
 
 // CrashPoints lists every crash point.
 var CrashPoints = []string{CrashNegotiating, CrashAfterVote, CrashAfterReadySent, CrashAfterCert, CrashAfterAppend}
 
-func (n *Node) crash(point string) {
-	if n.cfg.CrashHook != nil {
-		n.cfg.CrashHook(point)
+// crash calls the crash hook at point. If the hook says so, the node
+// stops there and crash reports true; the caller must do nothing more.
+// n.mu must be held iff locked.
+func (n *Node) crash(point, session string, locked bool) bool {
+	if n.cfg.CrashHook == nil || !n.cfg.CrashHook(point, session) {
+		return false
 	}
+	if !locked {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+	}
+	if n.stopped == nil {
+		n.stopped = fmt.Errorf("%w: crashed at %s (fault injection)", ErrNodeStopped, point)
+	}
+	for _, t := range n.timers {
+		t.Stop()
+	}
+	n.log.Warn("node crashed at a fault-injection point", "point", point)
+	return true
 }
 
 // Node runs the engine over a libp2p host and a durable chain, with the
@@ -183,8 +221,9 @@ func (n *Node) step(in Input) error {
 		n.enqueue(o, in.Now)
 	}
 	for _, w := range out.Persist {
-		if w.Append != nil {
-			n.crash(CrashAfterCert)
+		if w.Append != nil && n.crash(CrashAfterCert, w.Session, true) {
+			n.mu.Unlock()
+			return n.stopped
 		}
 		if err := n.chain.Apply(w); err != nil {
 			// The engine's memory is ahead of the disk: stop, never send.
@@ -193,18 +232,24 @@ func (n *Node) step(in Input) error {
 			n.mu.Unlock()
 			return n.stopped
 		}
-		if w.AcquireLock != nil {
-			n.crash(CrashAfterVote)
-		}
-		if w.Append != nil {
-			n.crash(CrashAfterAppend)
+		if (w.AcquireLock != nil && n.crash(CrashAfterVote, w.Session, true)) || (w.Append != nil && n.crash(CrashAfterAppend, w.Session, true)) {
+			n.mu.Unlock()
+			return n.stopped
 		}
 	}
+	accepted := in.Message != nil && in.Message.Type == protocol.TypeAccept && out.Err == nil
 	for _, o := range out.Send {
 		n.enqueue(o, in.Now)
+		if _, ok := o.Body.(*protocol.Accept); ok {
+			accepted = true
+		}
 	}
 	for _, t := range out.Timers {
 		n.armTimer(t, in.Now)
+	}
+	if accepted && n.cfg.CrashHook != nil && n.crash(CrashAfterAccept, inputSession(in), true) {
+		n.mu.Unlock()
+		return n.stopped
 	}
 	var finals []*Outcome
 	for _, ev := range out.Events {
@@ -223,8 +268,8 @@ func (n *Node) step(in Input) error {
 	}
 	n.mu.Unlock()
 	for _, ev := range out.Events {
-		if ev.Kind == EvProposal {
-			n.crash(CrashNegotiating)
+		if ev.Kind == EvProposal && n.crash(CrashNegotiating, ev.Session, false) {
+			return ErrNodeStopped
 		}
 		n.log.Debug("session event", "session", ev.Session, "kind", ev.Kind, "phase", ev.Phase, "round", ev.Round, "reason", ev.Reason)
 		if ev.Kind == EvViolation {
@@ -238,6 +283,19 @@ func (n *Node) step(in Input) error {
 		}
 	}
 	return out.Err
+}
+
+// inputSession is the session an input concerns, if any.
+func inputSession(in Input) string {
+	switch {
+	case in.Message != nil:
+		return in.Message.Session
+	case in.Decision != nil:
+		return in.Decision.Session
+	case in.Start != nil:
+		return in.Start.Session
+	}
+	return ""
 }
 
 func (n *Node) applyPolicy(ev Event) {
@@ -294,8 +352,34 @@ func (n *Node) armTimer(t Timer, now int64) {
 	})
 }
 
-// enqueue seals a message and hands it to the peer's sender goroutine.
+// enqueue passes a message through the Outbound hook, seals it and hands
+// it to the peer's sender goroutine.
 func (n *Node) enqueue(o Outgoing, now int64) {
+	if n.cfg.Outbound == nil {
+		n.enqueueOne(o, now)
+		return
+	}
+	for _, oo := range n.cfg.Outbound(o) {
+		n.enqueueOne(oo, now)
+	}
+}
+
+// Inject seals o (unless it carries a Frame) and queues it for its
+// recipient, bypassing the Outbound hook: fault-injection tests use it to
+// deliver a delayed message or replay a captured frame. It fails with
+// ErrNodeStopped after the node stopped.
+func (n *Node) Inject(o Outgoing) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.stopped != nil {
+		return n.stopped
+	}
+	n.enqueueOne(o, n.now())
+	return nil
+}
+
+// enqueueOne seals a message and hands it to the peer's sender goroutine.
+func (n *Node) enqueueOne(o Outgoing, now int64) {
 	frame := o.Frame
 	if frame == nil {
 		body, err := protocol.EncodeBody(o.Body)
@@ -337,7 +421,7 @@ func (n *Node) sender(to sign.AgentID, q chan []byte) {
 			cancel()
 			if err == nil && n.cfg.CrashHook != nil {
 				if env, oerr := protocol.OpenCertificate(frame); oerr == nil && env.Msg.Type == protocol.TypeReady {
-					n.crash(CrashAfterReadySent)
+					n.crash(CrashAfterReadySent, env.Msg.Session, false)
 				}
 			}
 			if err != nil && n.ctx.Err() == nil {
@@ -358,6 +442,9 @@ func (n *Node) reportUnreachable(to sign.AgentID, frame []byte, err error) {
 
 func (n *Node) onEnvelope(env *protocol.Envelope) {
 	if env.Msg.Session == "" {
+		return
+	}
+	if n.cfg.Inbound != nil && !n.cfg.Inbound(env.Msg.From, env.Msg.Type) {
 		return
 	}
 	err := n.step(Input{Message: &Received{
@@ -445,7 +532,7 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawM
 	}
 	id := protocol.NewSessionID()
 	deadline := start.Add(opts.Timeout).UnixMilli()
-	defer n.crash(CrashNegotiating)
+	defer n.crash(CrashNegotiating, id, false)
 	if err := n.step(Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: deadline, MaxRounds: opts.MaxRounds, Witness: witness}}); err != nil {
 		return nil, err
 	}

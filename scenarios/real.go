@@ -37,10 +37,14 @@ type RealOptions struct {
 }
 
 type realNode struct {
-	sn   *simNode
-	ch   *chain.Chain
-	node *negotiate.Node
-	mu   sync.Mutex
+	sn *simNode
+	mu sync.Mutex
+	// the current incarnation, guarded by mu: a crash closes the node and
+	// chain (up false); a restart opens new ones (epoch counts crashes)
+	ch    *chain.Chain
+	node  *negotiate.Node
+	up    bool
+	epoch int
 	// events seen, guarded by mu
 	pending  map[string]bool
 	finals   map[string]*negotiate.Outcome
@@ -49,9 +53,12 @@ type realNode struct {
 }
 
 // RunReal runs a scenario with real nodes on 127.0.0.1 and real bbolt
-// chains in a temporary directory. Faults other than crashes at a time
-// cannot be injected into real nodes: a scenario that needs them is
-// reported as skipped, naming the fault.
+// chains in a temporary directory. Faults are real: a crash stops the
+// node at the named protocol step (or time), closes it and its chain, and
+// later starts a new node on the same chain file; partitions, drops,
+// loss, delays, duplicates and byzantine behaviour act on the real
+// messages through the node's fault hooks (see realFaults). The loopback
+// network is the latency: network.latency and jitter are not simulated.
 func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, err error) {
 	if sc == nil {
 		return nil, errors.New("scenarios: RunReal: no scenario")
@@ -62,10 +69,6 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 		}
 	}
 	rep = &Report{Scenario: sc.Name, File: sc.File, Mode: "real", Outcomes: map[string]map[string]PartyOutcome{}}
-	if why := realUnsupported(sc); why != "" {
-		rep.Status, rep.Skipped = "skipped", "skipped: "+why
-		return rep, nil
-	}
 	dir, err := os.MkdirTemp("", "negotiate-scenario-")
 	if err != nil {
 		return nil, fmt.Errorf("scenarios: real run: %w", err)
@@ -81,12 +84,21 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 		byName2: map[string]*simSession{}, bySID: map[string]*simSession{}, checker: &recordChecker{verified: map[chain.Hash]error{}}}
 	start := time.Now()
 	var nodes []*realNode
+	fctx, fcancel := context.WithCancel(ctx)
+	rf := newRealFaults(fctx, s, dir, progress)
 	defer func() {
+		fcancel()
+		rf.stop()
 		for _, rn := range nodes {
-			if rn.node != nil {
-				rn.node.Close()
+			rn.mu.Lock()
+			n, ch := rn.node, rn.ch
+			rn.mu.Unlock()
+			if n != nil {
+				n.Close()
 			}
-			rn.ch.Close()
+			if ch != nil {
+				ch.Close()
+			}
 		}
 	}()
 	for i, p := range sc.Parties {
@@ -103,6 +115,7 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 			consent: map[string]map[consentKey]bool{}, up: true}
 		rn := &realNode{sn: sn, ch: ch, pending: map[string]bool{}, finals: map[string]*negotiate.Outcome{}, finalAt: map[string]int64{}}
 		nodes = append(nodes, rn)
+		rf.nodes = nodes
 		s.nodes = append(s.nodes, sn)
 		s.byID[key.AgentID()] = sn
 		s.byName[p.Name] = sn
@@ -110,7 +123,7 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 		if i > 0 {
 			boot = nodes[0].node.Host().Addrs()[:1]
 		}
-		if err := rn.start(ctx, boot); err != nil {
+		if err := rn.start(ctx, rf, boot, nil); err != nil {
 			return nil, err
 		}
 		progress("%s started as %s", p.Name, key.AgentID().Short())
@@ -132,24 +145,7 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 	for _, rn := range nodes {
 		byName[rn.sn.name] = rn
 	}
-	for _, f := range sc.Faults {
-		if c := f.Crash; c != nil {
-			rn, at := byName[c.Party], c.AtTime.D()
-			restart := defaultRestartAfter
-			if c.RestartAfter != nil {
-				restart = c.RestartAfter.D()
-			}
-			boot := nodes[0].node.Host().Addrs()[:1]
-			go func() {
-				select {
-				case <-time.After(at):
-				case <-ctx.Done():
-					return
-				}
-				rn.crashAndRestart(ctx, restart, boot, progress)
-			}()
-		}
-	}
+	rf.arm(byName)
 	var lastDeadline time.Time
 	for i, st := range sc.Steps {
 		if ctx.Err() != nil {
@@ -161,6 +157,7 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 			init := byName[p.From]
 			var with []sign.AgentID
 			ss := &simSession{name: p.ID, init: init.sn, parties: []*simNode{init.sn}, start: time.Now().UnixMilli()}
+			ss.deadline = ss.start + p.Timeout.D().Milliseconds()
 			for _, w := range p.With {
 				with = append(with, byName[w].sn.key.AgentID())
 				ss.parties = append(ss.parties, byName[w].sn)
@@ -173,7 +170,12 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 			if d := time.Now().Add(p.Timeout.D()); d.After(lastDeadline) {
 				lastDeadline = d
 			}
-			pend, err := init.node.Propose(ctx, with, terms, po)
+			n := init.current()
+			if n == nil {
+				s.expect = append(s.expect, Line{Name: "propose " + p.ID, Detail: p.From + " was down when the step came"})
+				continue
+			}
+			pend, err := n.Propose(ctx, with, terms, po)
 			if err != nil {
 				if p.Witness != "" && strings.Contains(err.Error(), "witness") {
 					rep.Status, rep.Skipped = "skipped", "skipped: witness mode not implemented ("+err.Error()+")"
@@ -183,9 +185,11 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 				continue
 			}
 			ss.id = pend.ID()
+			init.mu.Lock()
 			init.sn.consents(ss.id)[consentKey{1, termsHashOf(terms)}] = true
+			init.mu.Unlock()
 			s.sessions = append(s.sessions, ss)
-			s.byName2[ss.name], s.bySID[ss.id] = ss, ss
+			rf.register(ss)
 			progress("%s proposed %s (%s)", p.From, p.ID, ss.id)
 		case st.Wait != nil:
 			select {
@@ -201,7 +205,10 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 				timeout = 10 * time.Second
 			}
 			rctx, cancel := context.WithTimeout(ctx, timeout)
-			_, err := byName[m.From].node.Host().Request(rctx, to, "text/plain", []byte(m.Payload))
+			err := errors.New(m.From + " is down")
+			if n := byName[m.From].current(); n != nil {
+				_, err = n.Host().Request(rctx, to, "text/plain", []byte(m.Payload))
+			}
 			cancel()
 			l := Line{Name: fmt.Sprintf("steps[%d] message %s→%s delivered", i, m.From, m.To), Passed: err == nil || errors.Is(err, negotiate.ErrRefused)}
 			if err != nil {
@@ -228,8 +235,13 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 			if action == "counter" {
 				dec.Terms, _ = encodeTerms(d.Terms)
 			}
-			rn.noteDecision(ss.id, dec)
-			if err := rn.node.Decide(dec); err != nil {
+			n := rn.current()
+			if n == nil {
+				s.expect = append(s.expect, Line{Name: name, Detail: d.Party + " was down when the step came"})
+				continue
+			}
+			rn.noteDecision(n, ss.id, dec)
+			if err := n.Decide(dec); err != nil {
 				s.expect = append(s.expect, Line{Name: name, Detail: err.Error()})
 				continue
 			}
@@ -237,26 +249,46 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 			progress("%s decided %s on %s", d.Party, action, d.Session)
 		}
 	}
-	// Wait for every party's outcome of every session.
+	// The faults heal shortly after the last deadline, as in the simulator.
+	healAt := lastDeadline.Add(realHealSlack)
+	if now := time.Now(); healAt.Before(now) {
+		healAt = now
+	}
+	rf.after(time.Until(healAt), rf.heal)
+	// Wait for every honest party's outcome of every session (a byzantine
+	// party may stay open: it signed what nobody else would).
 	wctx, cancel := context.WithDeadline(ctx, lastDeadline.Add(realGrace))
 	defer cancel()
-	for _, ss := range s.sessions {
-		for _, sn := range ss.parties {
-			rn := byName[sn.name]
-			if o, err := rn.node.Wait(wctx, ss.id); err != nil && !errors.Is(err, negotiate.ErrUnknownSession) {
-				rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %s: %v", ss.name, sn.name, err))
-			} else if o != nil {
-				// Wait can return just before the node's event callback
-				// records the time; take now as the (later) bound then.
-				rn.mu.Lock()
-				if _, ok := rn.finalAt[ss.id]; !ok {
-					rn.finalAt[ss.id] = time.Now().UnixMilli()
+	waitAll := func() {
+		for _, ss := range s.sessions {
+			for _, sn := range ss.parties {
+				rn := byName[sn.name]
+				if sn.byz != "" && !sc.expectsOutcome(ss.name, sn.name) {
+					continue
 				}
-				rn.mu.Unlock()
+				if o, err := rn.waitOutcome(wctx, ss.id, time.UnixMilli(ss.deadline)); err != nil && !errors.Is(err, negotiate.ErrUnknownSession) {
+					rep.Notes = append(rep.Notes, fmt.Sprintf("%s: %s: %v", ss.name, sn.name, err))
+				} else if o != nil {
+					// Wait can return just before the node's event callback
+					// records the time; take now as the (later) bound then.
+					rn.mu.Lock()
+					if _, ok := rn.finalAt[ss.id]; !ok {
+						rn.finalAt[ss.id] = time.Now().UnixMilli()
+					}
+					rn.mu.Unlock()
+				}
 			}
 		}
 	}
-	// Read every chain into a store view and check.
+	waitAll()
+	// Heal, let every crashed party come back, then read every chain into
+	// a store view and check.
+	rf.heal()
+	rf.wg.Wait()
+	waitAll()
+	rf.mu.Lock()
+	rep.Messages, rep.Dropped, rep.Crashes = s.messages, s.dropped, s.crashes
+	rf.mu.Unlock()
 	for _, rn := range nodes {
 		if err := rn.snapshot(); err != nil {
 			return nil, err
@@ -287,28 +319,13 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 	return rep, nil
 }
 
-// realUnsupported names a fault real nodes cannot be given, if any.
-func realUnsupported(sc *Scenario) string {
-	if sc.Network.Loss > 0 || len(sc.Network.Links) > 0 {
-		return "real mode runs on the loopback network: per-link latency and loss need --sim"
+// expectsOutcome reports whether the scenario names party's outcome of session.
+func (sc *Scenario) expectsOutcome(session, party string) bool {
+	if _, ok := sc.Expect.Sessions[session][party]; ok {
+		return true
 	}
-	for i, f := range sc.Faults {
-		switch {
-		case f.Crash != nil && f.Crash.AtTime != nil:
-		case f.Crash != nil:
-			return fmt.Sprintf("faults[%d]: crashes at a protocol step are injected by the simulator only (--sim)", i)
-		default:
-			_, kind := f.link()
-			if kind == "" {
-				kind = "partition"
-				if f.Byzantine != nil {
-					kind = "byzantine"
-				}
-			}
-			return fmt.Sprintf("faults[%d]: %s faults are injected by the simulator only (--sim)", i, kind)
-		}
-	}
-	return ""
+	_, ok := sc.Expect.Outcome[party]
+	return ok && len(sc.Steps) > 0 && sc.Steps[0].Propose != nil && sc.Steps[0].Propose.ID == session
 }
 
 func (sc *Scenario) stepTimeout(session string) time.Duration {
@@ -322,39 +339,72 @@ func (sc *Scenario) stepTimeout(session string) time.Duration {
 
 func termsHashOf(terms []byte) chain.Hash { return chain.Hash(sign.Hash(terms)) }
 
-func (rn *realNode) start(ctx context.Context, boot []string) error {
+// start starts a node on rn's open chain with the fault hooks of rf,
+// the party's libp2p identity file and, if given, listen addresses.
+func (rn *realNode) start(ctx context.Context, rf *realFaults, boot, listen []string) error {
 	sctx, cancel := context.WithTimeout(ctx, realStartTimeout)
 	defer cancel()
+	rn.mu.Lock()
+	ch, epoch := rn.ch, rn.epoch
+	rn.mu.Unlock()
 	n, err := negotiate.StartNode(sctx, negotiate.NodeConfig{
-		Key: rn.sn.key, Chain: rn.ch, Policy: negotiate.PolicyFunc(rn.decide),
-		Host:           negotiate.HostConfig{Bootstrap: boot},
+		Key: rn.sn.key, Chain: ch, Policy: negotiate.PolicyFunc(rn.decide),
+		Host:           negotiate.HostConfig{Bootstrap: boot, Listen: listen, PeerKeyFile: filepath.Join(rf.dir, rn.sn.name+".peer")},
 		ResolveInitial: realResolveInitial, ResolveMax: realResolveMax, OnEvent: rn.onEvent,
+		CrashHook: rf.crashHook(rn, epoch), Outbound: rf.outbound(rn), Inbound: rf.inbound(rn),
 	})
 	if err != nil {
 		return fmt.Errorf("scenarios: start %s: %w", rn.sn.name, err)
 	}
 	rn.mu.Lock()
-	rn.node = n
+	rn.node, rn.up = n, true
 	rn.mu.Unlock()
 	return nil
 }
 
-func (rn *realNode) crashAndRestart(ctx context.Context, after time.Duration, boot []string, progress func(string, ...any)) {
+// current is rn's running node, or nil while it is down.
+func (rn *realNode) current() *negotiate.Node {
 	rn.mu.Lock()
-	n := rn.node
-	rn.mu.Unlock()
-	n.Close()
-	progress("%s crashed", rn.sn.name)
-	select {
-	case <-time.After(after):
-	case <-ctx.Done():
-		return
+	defer rn.mu.Unlock()
+	if !rn.up {
+		return nil
 	}
-	if err := rn.start(ctx, boot); err != nil {
-		progress("%s: restart failed: %v", rn.sn.name, err)
-		return
+	return rn.node
+}
+
+// realWaitPoll is how often waitOutcome looks again across restarts.
+const realWaitPoll = 200 * time.Millisecond
+
+// waitOutcome waits for session id's outcome at rn, across crashes and
+// restarts, until ctx is done. A session rn does not know is final only
+// after the deadline: until then its proposal may still be on the way.
+func (rn *realNode) waitOutcome(ctx context.Context, id string, deadline time.Time) (*negotiate.Outcome, error) {
+	for {
+		if n := rn.current(); n != nil {
+			pctx, cancel := context.WithTimeout(ctx, realWaitPoll)
+			o, err := n.Wait(pctx, id)
+			cancel()
+			// A node that crashed meanwhile answers from memory ahead of
+			// its disk: only the running incarnation counts.
+			if rn.current() == n && (o != nil || errors.Is(err, negotiate.ErrUnknownSession) && time.Now().After(deadline)) {
+				return o, err
+			}
+			if errors.Is(err, negotiate.ErrUnknownSession) {
+				select {
+				case <-time.After(realWaitPoll):
+				case <-ctx.Done():
+				}
+			}
+		} else {
+			select {
+			case <-time.After(realWaitPoll):
+			case <-ctx.Done():
+			}
+		}
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("scenarios: wait for session %s: %w", id, err)
+		}
 	}
-	progress("%s restarted", rn.sn.name)
 }
 
 // decide is the node's policy: the party's scenario policy.
@@ -391,8 +441,8 @@ func (rn *realNode) noteProposalDecision(p negotiate.Proposal, d negotiate.Decis
 }
 
 // noteDecision records the consent of a scripted decision.
-func (rn *realNode) noteDecision(session string, d negotiate.Decision) {
-	info, err := rn.node.Session(session)
+func (rn *realNode) noteDecision(n *negotiate.Node, session string, d negotiate.Decision) {
+	info, err := n.Session(session)
 	if err != nil {
 		return
 	}
@@ -438,16 +488,23 @@ func (rn *realNode) waitPending(ctx context.Context, session string, within time
 
 // snapshot copies the chain into the party's store view for the checks.
 func (rn *realNode) snapshot() error {
-	entries, err := rn.ch.Entries(0, 0)
+	rn.mu.Lock()
+	ch := rn.ch
+	rn.mu.Unlock()
+	if ch == nil {
+		rn.sn.up = false
+		return nil
+	}
+	entries, err := ch.Entries(0, 0)
 	if err != nil {
 		return fmt.Errorf("scenarios: read chain of %s: %w", rn.sn.name, err)
 	}
-	cps, err := rn.ch.Checkpoints()
+	cps, err := ch.Checkpoints()
 	if err != nil {
 		return fmt.Errorf("scenarios: read checkpoints of %s: %w", rn.sn.name, err)
 	}
-	lock, _ := rn.ch.Lock()
-	rn.sn.store = &MemStore{pub: rn.sn.key.Public(), entries: entries, head: rn.ch.Head(), lock: lock, checkpoints: cps}
+	lock, _ := ch.Lock()
+	rn.sn.store = &MemStore{pub: rn.sn.key.Public(), entries: entries, head: ch.Head(), lock: lock, checkpoints: cps}
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	rn.sn.violations = append([]string(nil), rn.violated...)
@@ -460,7 +517,11 @@ func (rn *realNode) snapshot() error {
 func (rn *realNode) outcome(ss *simSession) PartyOutcome {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 	defer cancel()
-	o, err := rn.node.Wait(ctx, ss.id)
+	n := rn.current()
+	if n == nil {
+		return PartyOutcome{State: "down"}
+	}
+	o, err := n.Wait(ctx, ss.id)
 	if errors.Is(err, negotiate.ErrUnknownSession) {
 		return PartyOutcome{State: "none"}
 	}

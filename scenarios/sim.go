@@ -1104,84 +1104,18 @@ func decodeBody(typ string, raw []byte) (any, error) {
 
 // ---- byzantine behaviour ----
 
-// byzantine returns the bodies a misbehaving party sends instead of o.Body.
+// byzantine returns the bodies a misbehaving party sends instead of o.Body
+// (see byzantineBodies).
 func (s *sim) byzantine(from *simNode, o negotiate.Outgoing) []any {
-	switch from.byz {
-	case ByzTamperSignature:
-		switch b := o.Body.(type) {
-		case *protocol.Ready:
-			c := *b
-			c.Signature = flipped(b.Signature)
-			return []any{&c}
-		case *protocol.Status:
-			if b.Ready != nil {
-				c, r := *b, *b.Ready
-				r.Signature = flipped(r.Signature)
-				c.Ready = &r
-				return []any{&c}
+	return byzantineBodies(from.byz, from.key, o, func() []sign.AgentID {
+		var ids []sign.AgentID
+		if ss := s.bySID[o.Session]; ss != nil {
+			for _, p := range ss.parties {
+				ids = append(ids, p.party.ID)
 			}
 		}
-	case ByzOtherTerms:
-		switch b := o.Body.(type) {
-		case *protocol.Preflight:
-			c := *b
-			c.Agreement = otherTerms(b.Agreement)
-			c.AgreementHash = negotiate.AgreementHash(&c.Agreement)
-			return []any{&c}
-		case *protocol.Accept:
-			c := *b
-			c.TermsHash[0] ^= 0xff
-			return []any{&c}
-		}
-	case ByzEquivocate:
-		switch b := o.Body.(type) {
-		case *protocol.Preflight:
-			c := *b
-			c.Agreement = otherTerms(b.Agreement)
-			c.AgreementHash = negotiate.AgreementHash(&c.Agreement)
-			return []any{o.Body, &c}
-		case *protocol.Ready:
-			c := *b
-			c.Head = chain.Head{Seq: b.Head.Seq + 7, Hash: chain.Hash(sign.Hash(b.Head.Hash[:]))}
-			st := protocol.Statement{Session: o.Session, AgreementHash: b.AgreementHash, Signer: from.party.ID, Head: c.Head}
-			if ss := s.bySID[o.Session]; ss != nil {
-				for _, p := range ss.parties {
-					st.Parties = append(st.Parties, p.party.ID)
-				}
-			}
-			sig, err := protocol.SignStatement(from.key, &st)
-			if err != nil {
-				return []any{o.Body}
-			}
-			c.Signature = sig
-			return []any{o.Body, &c}
-		}
-	}
-	return []any{o.Body}
-}
-
-func flipped(b []byte) []byte {
-	c := append([]byte(nil), b...)
-	if len(c) > 0 {
-		c[len(c)/2] ^= 0x01
-	}
-	return c
-}
-
-func otherTerms(a protocol.Agreement) protocol.Agreement {
-	var m map[string]any
-	_ = protocol.Unmarshal(a.Terms, &m)
-	if m == nil {
-		m = map[string]any{}
-	}
-	m["byzantine"] = "other terms"
-	t, err := protocol.EncodeTerms(m)
-	if err != nil {
-		return a
-	}
-	a.Terms = t
-	a.TermsHash = chain.Hash(sign.Hash(t))
-	return a
+		return ids
+	})
 }
 
 // ---- reporting ----

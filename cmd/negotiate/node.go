@@ -340,7 +340,7 @@ var sessionCount = func(d *daemon) int { return 0 }
 // crash recovery; see negotiate.CrashPoints). Never set it in production.
 const crashEnv = "NEGOTIATE_CRASH_AT"
 
-func crashHookFromEnv() (func(string), error) {
+func crashHookFromEnv() (func(point, session string) bool, error) {
 	want := os.Getenv(crashEnv)
 	if want == "" {
 		return nil, nil
@@ -352,10 +352,11 @@ func crashHookFromEnv() (func(string), error) {
 	if !known {
 		return nil, usageErr("%s=%q: use one of %s", crashEnv, want, strings.Join(negotiate.CrashPoints, ", "))
 	}
-	return func(point string) {
+	return func(point, _ string) bool {
 		if point == want {
 			syscall.Kill(os.Getpid(), syscall.SIGKILL)
 			select {} // the signal is on its way
 		}
+		return false
 	}, nil
 }
