@@ -152,12 +152,12 @@ func printReport(c *cli.Context, rep *scenarios.Report) {
 		return
 	case "passed":
 		if rep.Mode == "sim" {
-			fmt.Fprintf(w, "PASS %s (sim, seed %d, %d messages, %d ms virtual)\n", rep.Scenario, rep.Seed, rep.Messages, rep.VirtualMillis)
+			fmt.Fprintf(w, "PASS %s (sim, seed %d, %d messages, %d ms virtual, trace %s)\n", rep.Scenario, rep.Seed, rep.Messages, rep.VirtualMillis, shortTrace(rep.TraceHash))
 		} else {
 			fmt.Fprintf(w, "PASS %s (%s, %d ms)\n", rep.Scenario, rep.Mode, rep.VirtualMillis)
 		}
 	default:
-		fmt.Fprintf(w, "FAIL %s (%s, seed %d)\n", rep.Scenario, rep.Mode, rep.Seed)
+		fmt.Fprintf(w, "FAIL %s (%s, seed %d, trace %s)\n", rep.Scenario, rep.Mode, rep.Seed, shortTrace(rep.TraceHash))
 		for _, l := range rep.Failures() {
 			fmt.Fprintf(w, "     %s: %s\n", l.Name, l.Detail)
 		}
@@ -227,4 +227,15 @@ func scenarioExplore(c *cli.Context) error {
 		return fmt.Errorf("%w: %d of %d scenarios failed exploration", errScenarioFailed, failed, len(reports))
 	}
 	return nil
+}
+
+// shortTrace abbreviates a trace hash for human output (--json has it whole).
+func shortTrace(h string) string {
+	if h == "" {
+		return "-"
+	}
+	if len(h) > 16 {
+		return h[:16]
+	}
+	return h
 }
