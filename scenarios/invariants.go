@@ -298,7 +298,20 @@ func (s *sim) checkExpectations(r *Report) []Line {
 		out = append(out, Line{Name: fmt.Sprintf("at most %d messages", e.MaxMessages), Passed: s.messages <= e.MaxMessages,
 			Detail: fmt.Sprintf("%d sent", s.messages)})
 	}
-	if e.Within > 0 {
+	if e.Within > 0 && s.real {
+		// Wall-clock time on a shared machine is no pass/fail criterion:
+		// real mode reports it; the simulator checks it in virtual time.
+		var slowest int64
+		for _, ss := range s.sessions {
+			for _, n := range ss.parties {
+				if at, ok := n.firstFinal[ss.id]; ok && at-ss.start > slowest {
+					slowest = at - ss.start
+				}
+			}
+		}
+		r.Notes = append(r.Notes, fmt.Sprintf("within %s is checked in the simulator; here the slowest party ended after %s",
+			e.Within.D(), time.Duration(slowest)*time.Millisecond))
+	} else if e.Within > 0 {
 		l := Line{Name: "every party ended within " + e.Within.D().String(), Passed: true}
 		var late []string
 		for _, ss := range s.sessions {
