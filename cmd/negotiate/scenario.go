@@ -3,6 +3,8 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -165,6 +167,15 @@ func printReport(c *cli.Context, rep *scenarios.Report) {
 			fmt.Fprintf(w, "     replay: %s\n", rep.Replay)
 		}
 	}
+	if rep.Status != "skipped" {
+		for _, l := range append(append([]scenarios.Line(nil), rep.Expectations...), rep.Invariants...) {
+			mark := "ok  "
+			if !l.Passed {
+				mark = "FAIL"
+			}
+			fmt.Fprintf(w, "     %s %s\n", mark, l.Name)
+		}
+	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(w, "     note: %s\n", n)
 	}
@@ -192,6 +203,7 @@ func scenarioExplore(c *cli.Context) error {
 	for _, sc := range scs {
 		rep, err := scenarios.Explore(c.Context, sc, scenarios.ExploreOptions{
 			Runs: runs, Seed: c.Uint64("seed"), Seal: c.Bool("seal"), Bug: bug, StopAtFirst: c.Bool("stop-at-first"),
+			Progress: progressBar(c.App.ErrWriter, sc.Name),
 		})
 		if err != nil {
 			return fmt.Errorf("explore %s: %w", sc.Name, err)
@@ -238,4 +250,37 @@ func shortTrace(h string) string {
 		return h[:16]
 	}
 	return h
+}
+
+// progressBar draws "[#####     ] done/total name" on w (stderr), redrawn
+// in place on a terminal; elsewhere (logs, CI) it prints a line every 10%.
+func progressBar(w io.Writer, name string) func(done, total int) {
+	tty := false
+	if f, ok := w.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+			tty = true
+		}
+	}
+	last := -1
+	return func(done, total int) {
+		if total <= 0 {
+			return
+		}
+		if !tty {
+			if tenth := done * 10 / total; tenth != last {
+				last = tenth
+				fmt.Fprintf(w, "  %s: %d/%d runs\n", name, done, total)
+			}
+			return
+		}
+		step := done * 50 / total
+		if step == last && done != total {
+			return
+		}
+		last = step
+		fmt.Fprintf(w, "\r[%-50s] %d/%d %s", strings.Repeat("#", step), done, total, name)
+		if done == total {
+			fmt.Fprintln(w)
+		}
+	}
 }
