@@ -100,6 +100,9 @@ func nodeTestCheck(t *testing.T, agents []*nodeTestAgent, session string, want S
 	t.Helper()
 	var hash chain.Hash
 	for i, a := range agents {
+		// A party may not have received the proposal yet (Wait refuses
+		// unknown sessions at once).
+		waitFor(t, func() bool { _, err := a.node.Session(session); return err == nil })
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		o, err := a.node.Wait(ctx, session)
 		cancel()
