@@ -1012,7 +1012,12 @@ func (e *Engine) timer(now int64, t *Timer, out *Output) {
 	switch t.Kind {
 	case TimerDeadline:
 		if s.phase != PhaseNegotiating {
-			return // after signing only a certificate ends the session
+			// After signing only a certificate ends the session; with a
+			// witness, the window's end is when to ask it to decide.
+			if s.witness != nil && s.vote == voteSigned && s.role != RoleWitness {
+				e.send(out, s, s.witness.ID, protocol.TypeAbortAsk, &protocol.AbortAsk{AgreementHash: s.ah})
+			}
+			return
 		}
 		reason := "deadline passed"
 		if w := e.waitingOn(s); len(w) > 0 {

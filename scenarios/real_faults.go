@@ -23,7 +23,7 @@ const (
 	// realHealSlack is how long after the last session deadline the faults
 	// heal in real mode (the simulator waits scriptSlack in virtual time;
 	// a real run keeps it short so the tests stay fast).
-	realHealSlack = time.Second
+	realHealSlack = 2 * time.Second
 	// realMessageLifetime is the expiry of frames the harness seals itself
 	// (duplicates, replays), as the node gives its own (45 s).
 	realMessageLifetime = 45 * time.Second
