@@ -1,9 +1,11 @@
 package negotiate
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/fxamacker/cbor/v2"
@@ -511,4 +513,33 @@ func TestCoreLimitsOpenSessionsPerPeer(t *testing.T) {
 	if refused := len(b.errs) - before; refused != 5 {
 		t.Fatalf("%d proposals refused, want 5", refused)
 	}
+}
+
+func TestCoreAbortOnlyWhileSafe(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	// Before anyone signed: abort works and ends the session for both.
+	id := n.propose(a, []*coreNode{b}, terms(t, map[string]any{"x": 1}), 0)
+	n.run(0)
+	if out := n.step(a, Input{Decision: &Decision{Session: id, Action: ActAbort, Reason: "changed my mind"}}); out.Err != nil {
+		t.Fatalf("abort before signing: %v", out.Err)
+	}
+	n.run(0)
+	n.checkInvariants(id, n.nodes, StateAborted)
+
+	// After a's signature left: abort is refused, naming whom it waits for.
+	b.policy = acceptAll
+	n.drop = func(from, to *coreNode, typ string) bool { return from == b && typ == protocol.TypeReady }
+	id = n.propose(a, []*coreNode{b}, terms(t, map[string]any{"x": 2}), 0)
+	n.run(0)
+	out := n.step(a, Input{Decision: &Decision{Session: id, Action: ActAbort}})
+	if !errors.Is(out.Err, ErrUnsafeAbort) || !strings.Contains(out.Err.Error(), b.key.AgentID().Short()) {
+		t.Fatalf("abort after signing: %v, want ErrUnsafeAbort naming b", out.Err)
+	}
+	if _, ok := a.ch.Lock(); !ok {
+		t.Fatal("a refused abort but released its lock")
+	}
+	n.drop = nil
+	n.run(60_000)
+	n.checkInvariants(id, n.nodes, StateCommitted)
 }
