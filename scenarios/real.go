@@ -305,16 +305,7 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 	rep.Invariants = s.checkInvariants()
 	rep.Expectations = append(s.expect, s.checkExpectations(rep)...)
 	rep.VirtualMillis = time.Since(start).Milliseconds()
-	rep.Passed = true
-	for _, l := range append(append([]Line(nil), rep.Expectations...), rep.Invariants...) {
-		if !l.Passed {
-			rep.Passed = false
-		}
-	}
-	rep.Status = "failed"
-	if rep.Passed {
-		rep.Status = "passed"
-	}
+	rep.settle()
 	rep.Replay = "go run ./cmd/negotiate scenario run " + fileOrName(sc)
 	return rep, nil
 }

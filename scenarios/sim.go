@@ -123,15 +123,29 @@ type Report struct {
 	Replay string `json:"replay,omitempty"`
 }
 
+// Lines lists every checked line, expectations first.
+func (r *Report) Lines() []Line {
+	return append(append([]Line(nil), r.Expectations...), r.Invariants...)
+}
+
 // Failures lists the failed lines, expectations first.
 func (r *Report) Failures() []Line {
 	var out []Line
-	for _, l := range append(append([]Line(nil), r.Expectations...), r.Invariants...) {
+	for _, l := range r.Lines() {
 		if !l.Passed {
 			out = append(out, l)
 		}
 	}
 	return out
+}
+
+// settle sets Passed and Status from the checked lines.
+func (r *Report) settle() {
+	r.Passed = len(r.Failures()) == 0
+	r.Status = "failed"
+	if r.Passed {
+		r.Status = "passed"
+	}
 }
 
 // ReplayCommand is the command line that replays a simulated run.
@@ -1149,16 +1163,7 @@ func (s *sim) report() *Report {
 	} else {
 		r.Notes = append(r.Notes, "random faults: expectations are not checked, only the invariants")
 	}
-	r.Passed = true
-	for _, l := range append(append([]Line(nil), r.Expectations...), r.Invariants...) {
-		if !l.Passed {
-			r.Passed = false
-		}
-	}
-	r.Status = "failed"
-	if r.Passed {
-		r.Status = "passed"
-	}
+	r.settle()
 	r.TraceHash = s.traceHash()
 	r.Trace = s.trace
 	return r

@@ -168,7 +168,7 @@ func printReport(c *cli.Context, rep *scenarios.Report) {
 		}
 	}
 	if rep.Status != "skipped" {
-		for _, l := range append(append([]scenarios.Line(nil), rep.Expectations...), rep.Invariants...) {
+		for _, l := range rep.Lines() {
 			mark := "ok  "
 			if !l.Passed {
 				mark = "FAIL"
