@@ -13,6 +13,7 @@ import (
 
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/internal/control"
+	"github.com/negotiate-dev/negotiate/negotiate"
 )
 
 // errBroken marks a chain that failed verification (exit 1).
@@ -35,6 +36,8 @@ func chainReader(ctx context.Context, h home) (r control.ChainReader, close func
 		}
 		return nil, nil, err
 	}
+	// The same checks as the node's: agreement records too.
+	l.VerifyOptions = chain.VerifyOptions{CheckPayload: negotiate.CheckAgreementEntry}
 	return l, func() { l.Close() }, nil
 }
 

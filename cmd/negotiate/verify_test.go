@@ -6,10 +6,12 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/sign"
 )
 
 // tamper edits the stored entries of a chain file with bbolt directly, as
@@ -89,3 +91,32 @@ func TestChainVerifyDetectsTampering(t *testing.T) {
 }
 
 func itoa(n uint64) string { return strconv.FormatUint(n, 10) }
+
+// TestChainVerifyChecksAgreementRecords: an agent that appends an
+// "agreement" entry it signed itself, but whose record lacks the other
+// parties' valid signatures, is caught by `chain verify` without a node.
+func TestChainVerifyChecksAgreementRecords(t *testing.T) {
+	home, _ := initHome(t, shortTemp(t))
+	appendNotes(t, home, 1)
+	key, err := sign.LoadKeyFile(filepath.Join(home, "key.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := chain.Open(filepath.Join(home, "chain.db"), chain.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := map[string]any{"agreement": map[string]any{"session": "x"}, "heads": []any{}, "sigs": []any{}}
+	e, err := c.NewEntry(key, "agreement", forged, time.Now().UnixMilli())
+	if err == nil {
+		err = c.Apply(chain.Write{Append: e})
+	}
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, nil, "--home", home, "chain", "verify")
+	if r.code != 1 || !strings.Contains(r.stderr, "seq 2") {
+		t.Fatalf("verify: exit %d, stderr %q; want exit 1 naming seq 2", r.code, r.stderr)
+	}
+}
