@@ -106,6 +106,39 @@ func initHome(t *testing.T, dir string, extra ...string) (string, sign.AgentID) 
 	return home, id
 }
 
+// cliCase is one run of the binary and what it must print and exit with.
+type cliCase struct {
+	name   string
+	env    []string
+	args   []string
+	code   int
+	stdout string // substring of stdout
+	stderr string // substring of stderr
+	check  func(t *testing.T, r result)
+}
+
+// runCLICases runs each case as a subtest.
+func runCLICases(t *testing.T, cases []cliCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := runCLI(t, tc.env, tc.args...)
+			if r.code != tc.code {
+				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
+			}
+			if !strings.Contains(r.stdout, tc.stdout) {
+				t.Errorf("stdout %q lacks %q", r.stdout, tc.stdout)
+			}
+			if !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("stderr %q lacks %q", r.stderr, tc.stderr)
+			}
+			if tc.check != nil {
+				tc.check(t, r)
+			}
+		})
+	}
+}
+
 func decodeJSON(t *testing.T, s string, v any) {
 	t.Helper()
 	if err := json.Unmarshal([]byte(s), v); err != nil {
@@ -132,6 +165,9 @@ func TestExitCodeMapping(t *testing.T) {
 		{"deadline", fmt.Errorf("x: %w", context.DeadlineExceeded), 4},
 		{"no node", fmt.Errorf("%w for home x", errNoNode), 1},
 		{"broken chain", fmt.Errorf("%w at seq 2", errBroken), 1},
+		{"session rejected", fmt.Errorf("x: %w", negotiate.ErrRejected), 3},
+		{"session aborted", fmt.Errorf("x: %w", negotiate.ErrAborted), 4},
+		{"busy", fmt.Errorf("x: %w", negotiate.ErrBusy), 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := exitCode(tc.err); got != tc.want {
@@ -161,15 +197,7 @@ func TestCommands(t *testing.T) {
 	dir := shortTemp(t)
 	home, id := initHome(t, dir)
 	out := filepath.Join(dir, "export.cbor")
-	for _, tc := range []struct {
-		name   string
-		env    []string
-		args   []string
-		code   int
-		stdout string // substring of stdout
-		stderr string // substring of stderr
-		check  func(t *testing.T, r result)
-	}{
+	runCLICases(t, []cliCase{
 		{name: "id", args: []string{"--home", home, "id"}, stdout: string(id)},
 		{name: "id from env", env: []string{"NEGOTIATE_HOME=" + home}, args: []string{"id"}, stdout: string(id)},
 		{name: "id json", args: []string{"--home", home, "id", "--json"}, check: func(t *testing.T, r result) {
@@ -238,23 +266,7 @@ func TestCommands(t *testing.T) {
 		{name: "bad agent id", args: []string{"--home", home, "send", "--to", "bob", "hi"}, code: 2, stderr: "agent ID"},
 		{name: "message over the limit", args: []string{"--home", home, "send", "--to", string(id), strings.Repeat("x", 100_000), strings.Repeat("y", 100_000), strings.Repeat("z", 100_000)}, code: 2, stderr: "limit"},
 		{name: "help documents exit codes", args: []string{"--help"}, stdout: "4  aborted, timed out or unreachable"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := runCLI(t, tc.env, tc.args...)
-			if r.code != tc.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
-			}
-			if !strings.Contains(r.stdout, tc.stdout) {
-				t.Errorf("stdout %q lacks %q", r.stdout, tc.stdout)
-			}
-			if !strings.Contains(r.stderr, tc.stderr) {
-				t.Errorf("stderr %q lacks %q", r.stderr, tc.stderr)
-			}
-			if tc.check != nil {
-				tc.check(t, r)
-			}
-		})
-	}
+	})
 	// Nothing above changed the key of the home.
 	if r := runCLI(t, nil, "--home", home, "id"); strings.TrimSpace(r.stdout) != string(id) {
 		t.Errorf("after the table, id = %q, want %s", r.stdout, id)

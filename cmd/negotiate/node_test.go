@@ -172,14 +172,7 @@ func TestTwoNodes(t *testing.T) {
 		To    string  `json:"to"`
 		RTTMS float64 `json:"rtt_ms"`
 	}
-	for _, tc := range []struct {
-		name   string
-		args   []string
-		code   int
-		stdout string
-		stderr string
-		check  func(t *testing.T, r result)
-	}{
+	runCLICases(t, []cliCase{
 		{name: "ping A to B twice", args: []string{"--home", homeA, "ping", "--count", "2", "--interval", "50ms", string(idB)}, stdout: "time=", check: func(t *testing.T, r result) {
 			if n := strings.Count(r.stdout, "reply from"); n != 2 {
 				t.Errorf("%d reply lines, want 2: %q", n, r.stdout)
@@ -245,23 +238,7 @@ func TestTwoNodes(t *testing.T) {
 		{name: "send to an agent that is not running", args: []string{"--home", homeA, "send", "--timeout", "2s", "--to", string(mustNewID(t)), "hi"}, code: 4},
 		{name: "ping an agent that is not running", args: []string{"--home", homeA, "ping", "--timeout", "2s", string(mustNewID(t))}, code: 4},
 		{name: "bad agent ID", args: []string{"--home", homeA, "ping", "a" + strings.Repeat("b", 61)}, code: 2},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := runCLI(t, nil, tc.args...)
-			if r.code != tc.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
-			}
-			if !strings.Contains(r.stdout, tc.stdout) {
-				t.Errorf("stdout %q lacks %q", r.stdout, tc.stdout)
-			}
-			if !strings.Contains(r.stderr, tc.stderr) {
-				t.Errorf("stderr %q lacks %q", r.stderr, tc.stderr)
-			}
-			if tc.check != nil {
-				tc.check(t, r)
-			}
-		})
-	}
+	})
 
 	// Metrics count the messages B received.
 	if b.info.Metrics == "" {

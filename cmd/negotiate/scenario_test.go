@@ -3,7 +3,6 @@ package main
 import (
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -14,14 +13,7 @@ func TestScenarioCommands(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("name: bad\ncolour: red\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct {
-		name   string
-		args   []string
-		code   int
-		stdout string
-		stderr string
-		check  func(t *testing.T, r result)
-	}{
+	runCLICases(t, []cliCase{
 		{name: "sim", args: []string{"scenario", "run", "--sim", trade}, stdout: "PASS two-party-trade (sim, seed"},
 		{name: "sim json replays the same trace", args: []string{"scenario", "run", "--sim", "--seed", "5", "--json", trade}, check: func(t *testing.T, r result) {
 			var reps []struct {
@@ -46,21 +38,5 @@ func TestScenarioCommands(t *testing.T) {
 		{name: "unknown bug", args: []string{"scenario", "run", "--sim", "--bug", "nope", trade}, code: 2},
 		{name: "bad scenario file", args: []string{"scenario", "run", "--sim", bad}, code: 1, stderr: "colour"},
 		{name: "missing file", args: []string{"scenario", "run", "--sim", filepath.Join(dir, "none.yaml")}, code: 1, stderr: "none.yaml"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := runCLI(t, nil, tc.args...)
-			if r.code != tc.code {
-				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", r.code, tc.code, r.stdout, r.stderr)
-			}
-			if !strings.Contains(r.stdout, tc.stdout) {
-				t.Errorf("stdout %q lacks %q", r.stdout, tc.stdout)
-			}
-			if !strings.Contains(r.stderr, tc.stderr) {
-				t.Errorf("stderr %q lacks %q", r.stderr, tc.stderr)
-			}
-			if tc.check != nil {
-				tc.check(t, r)
-			}
-		})
-	}
+	})
 }
