@@ -2,11 +2,13 @@ package negotiate
 
 import (
 	"context"
-	"fmt"
+	"errors"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
 )
@@ -69,55 +71,67 @@ func TestNodeNegotiationOutcomes(t *testing.T) {
 	}
 }
 
-// TestNodeBusyRace: two initiators race for one participant. At most one
-// commits; the other is refused as busy or commits after the first ended.
-// Every chain verifies and no lock is left.
+// TestNodeBusyRace: a session reaches participant c while c's chain is
+// locked by another session (a's, whose Ready and Commit to c are lost
+// once, so c holds its lock until its query resolves it). b's session is
+// refused as busy and aborts cleanly; a's commits; b retries once c is free
+// and commits. Every chain verifies and no lock is left.
 func TestNodeBusyRace(t *testing.T) {
-	// c decides slowly, so both proposals are accepted before either
-	// preflight arrives: the preflights then race for c's lock.
-	slowAccept := PolicyFunc(func(p Proposal) (Decision, bool) {
-		time.Sleep(200 * time.Millisecond)
-		return Decision{Action: ActAccept}, true
-	})
-	agents := nodeTestNetwork(t, 3, slowAccept)
-	a, b, c := agents[0], agents[1], agents[2]
+	dir := t.TempDir()
+	var mu sync.Mutex
+	lost := map[string]bool{}
+	var cID sign.AgentID
+	loseOnce := func(o Outgoing) []Outgoing {
+		mu.Lock()
+		defer mu.Unlock()
+		if o.To == cID && (o.Type == protocol.TypeReady || o.Type == protocol.TypeCommit) && !lost[o.Type] {
+			lost[o.Type] = true
+			return nil
+		}
+		return []Outgoing{o}
+	}
+	c := nodeTestStart(t, dir, "c", AcceptAll, nil)
+	cID = c.key.AgentID()
+	start := func(name string, outbound func(Outgoing) []Outgoing) *nodeTestAgent {
+		key := hostTestKey(t, "node/"+name)
+		path := filepath.Join(dir, name+".db")
+		ch, err := chain.Create(path, key, time.Now().UnixMilli())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ag := &nodeTestAgent{name: name, key: key, ch: ch, path: path, outbound: outbound}
+		ag.startNode(t, nil, c)
+		hostTestResolve(t, ag.node.Host(), cID)
+		hostTestResolve(t, c.node.Host(), key.AgentID())
+		return ag
+	}
+	a, b := start("a", loseOnce), start("b", nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
-	busy, committed := 0, 0
-	for round := 0; round < 10 && busy == 0; round++ {
-		var wg sync.WaitGroup
-		outcomes := make([]*Outcome, 2)
-		for i, init := range []*nodeTestAgent{a, b} {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				p, err := init.node.Propose(ctx, []sign.AgentID{c.key.AgentID()}, nodeTestTerms(t, map[string]any{"x": fmt.Sprint(i, round)}), ProposeOptions{Timeout: 15 * time.Second})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				outcomes[i], _ = p.Wait(ctx)
-			}()
+	propose := func(init *nodeTestAgent) *Pending {
+		p, err := init.node.Propose(ctx, []sign.AgentID{cID}, nodeTestTerms(t, map[string]any{"from": init.name}), ProposeOptions{Timeout: 15 * time.Second})
+		if err != nil {
+			t.Fatal(err)
 		}
-		wg.Wait()
-		for _, o := range outcomes {
-			switch {
-			case o == nil:
-				t.Fatal("no outcome")
-			case o.State == StateCommitted:
-				committed++
-			case o.State == StateAborted && o.Busy:
-				busy++
-			default:
-				t.Fatalf("outcome %s (%s): want committed or busy", o.State, o.Reason)
-			}
-		}
+		return p
 	}
-	if busy == 0 {
-		t.Fatalf("in 10 races no session was refused as busy (%d committed)", committed)
+	pa := propose(a)
+	waitFor(t, func() bool {
+		s, err := c.node.Session(pa.ID())
+		return err == nil && s.Phase == PhaseSigning && s.LockHolder == pa.ID()
+	})
+	ob, err := propose(b).Wait(ctx)
+	if err != nil || ob.State != StateAborted || !ob.Busy || !errors.Is(ob.Err(), ErrBusy) {
+		t.Fatalf("b's session while c is locked: %+v %v, want aborted busy", ob, err)
 	}
-	for _, ag := range agents {
-		// Participants finish a moment after the initiators return.
+	if oa, err := pa.Wait(ctx); err != nil || oa.State != StateCommitted {
+		t.Fatalf("a's session: %+v %v", oa, err)
+	}
+	waitFor(t, func() bool { _, locked := c.ch.Lock(); return !locked })
+	if o, err := propose(b).Wait(ctx); err != nil || o.State != StateCommitted {
+		t.Fatalf("b's retry: %+v %v", o, err)
+	}
+	for _, ag := range []*nodeTestAgent{a, b, c} {
 		waitFor(t, func() bool { return len(ag.node.Sessions(false)) == 0 })
 		if l, ok := ag.ch.Lock(); ok {
 			t.Fatalf("%s: lock left: %+v", ag.name, l)
@@ -125,5 +139,8 @@ func TestNodeBusyRace(t *testing.T) {
 		if verr := ag.ch.Verify(nodeVerifyOptions()); verr != nil {
 			t.Fatalf("%s: %v", ag.name, verr)
 		}
+	}
+	if got := c.ch.Head().Seq; got != 2 {
+		t.Fatalf("c's chain has %d records, want 2 (a's and b's retry)", got)
 	}
 }

@@ -20,6 +20,8 @@ type nodeTestAgent struct {
 	ch   *chain.Chain
 	node *Node
 	path string
+	// outbound, when set before the node starts, becomes NodeConfig.Outbound.
+	outbound func(Outgoing) []Outgoing
 }
 
 // nodeTestStart starts a node for name with a real chain file in dir.
@@ -47,6 +49,7 @@ func (a *nodeTestAgent) startNode(t *testing.T, policy Policy, boot *nodeTestAge
 	n, err := StartNode(ctx, NodeConfig{
 		Key: a.key, Chain: a.ch, Policy: policy, Host: HostConfig{Bootstrap: bs, Logger: hostTestLogger()},
 		ResolveInitial: 300 * time.Millisecond, ResolveMax: time.Second, Logger: hostTestLogger(),
+		Outbound: a.outbound,
 	})
 	if err != nil {
 		t.Fatalf("start node %s: %v", a.name, err)
