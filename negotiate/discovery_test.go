@@ -252,8 +252,17 @@ func TestDiscoveryRecordNamingAnotherPeer(t *testing.T) {
 		addrs = append(addrs, m.String())
 	}
 	val := hostTestRecord(t, ghost, time.Now(), func(i *protocol.AgentInfo) { i.Addrs = addrs })
-	if err := b.dht.PutValue(context.Background(), AgentRecordKey(ghost.AgentID()), val); err != nil {
-		t.Fatal(err)
+	// b's routing table may learn a a moment after a learned b.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := b.dht.PutValue(context.Background(), AgentRecordKey(ghost.AgentID()), val)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
