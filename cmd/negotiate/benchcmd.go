@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -14,9 +13,6 @@ import (
 )
 
 func init() { commandBuilders = append(commandBuilders, benchCommand) }
-
-// benchProgressEvery limits progress lines to about ten a second.
-const benchProgressEvery = 100 * time.Millisecond
 
 func benchCommand() *cli.Command {
 	return &cli.Command{
@@ -65,16 +61,7 @@ func benchAction(c *cli.Context) error {
 		fmt.Fprintf(w, "  initiator heap    %.1f MiB\n", float64(res.InitiatorBytes)/(1<<20))
 		return nil
 	}
-	var last time.Time
-	progress := func(done, total int) {
-		if now := time.Now(); done == total || now.Sub(last) >= benchProgressEvery {
-			last = now
-			fmt.Fprintf(c.App.ErrWriter, "\rbench: %d/%d sessions", done, total)
-			if done == total {
-				fmt.Fprintln(c.App.ErrWriter)
-			}
-		}
-	}
+	progress := progressBar(c.App.ErrWriter, "bench sessions")
 	opts := bench.Options{
 		Parties: c.Int("parties"), Sessions: c.Int("sessions"), Concurrency: c.Int("concurrency"),
 		Pairs: c.Int("pairs"), Scheme: c.String("scheme"), SessionTimeout: c.Duration("timeout"),

@@ -203,7 +203,7 @@ func scenarioExplore(c *cli.Context) error {
 	for _, sc := range scs {
 		rep, err := scenarios.Explore(c.Context, sc, scenarios.ExploreOptions{
 			Runs: runs, Seed: c.Uint64("seed"), Seal: c.Bool("seal"), Bug: bug, StopAtFirst: c.Bool("stop-at-first"),
-			Progress: progressBar(c.App.ErrWriter, sc.Name),
+			Progress: progressBar(c.App.ErrWriter, sc.Name+" runs"),
 		})
 		if err != nil {
 			return fmt.Errorf("explore %s: %w", sc.Name, err)
@@ -269,7 +269,7 @@ func progressBar(w io.Writer, name string) func(done, total int) {
 		if !tty {
 			if tenth := done * 10 / total; tenth != last {
 				last = tenth
-				fmt.Fprintf(w, "  %s: %d/%d runs\n", name, done, total)
+				fmt.Fprintf(w, "  %s: %d/%d\n", name, done, total)
 			}
 			return
 		}
