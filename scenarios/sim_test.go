@@ -7,6 +7,9 @@ import (
 	"testing"
 )
 
+// TestShippedScenariosSim runs every shipped scenario once in the
+// simulator (default seed): it must run (never skip), pass, and produce
+// exactly its golden trace in testdata/<name>.trace (-update rewrites them).
 func TestShippedScenariosSim(t *testing.T) {
 	scs, err := Load(".")
 	if err != nil {
@@ -24,7 +27,7 @@ func TestShippedScenariosSim(t *testing.T) {
 				}
 			}
 			if r.Status == "skipped" {
-				t.Skip(r.Skipped)
+				t.Fatalf("a shipped scenario must run, not skip: %s", r.Skipped)
 			}
 			if !r.Passed {
 				for _, l := range r.Trace {
@@ -34,6 +37,7 @@ func TestShippedScenariosSim(t *testing.T) {
 				o, _ := json.Marshal(r.Outcomes)
 				t.Fatalf("failures: %s\noutcomes: %s", b, o)
 			}
+			checkGoldenTrace(t, sc.Name, r.Trace)
 		})
 	}
 }

@@ -11,35 +11,24 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden traces under testdata/")
 
-// TestGoldenTraces compares the trace of every shipped scenario (default
-// seed, fast mode) with testdata/<name>.trace; -update rewrites them.
-func TestGoldenTraces(t *testing.T) {
-	scs, err := Load(".")
-	if err != nil {
-		t.Fatal(err)
+// checkGoldenTrace compares a trace with testdata/<name>.trace; with
+// -update it rewrites the file instead.
+func checkGoldenTrace(t *testing.T, name string, trace []string) {
+	t.Helper()
+	got := strings.Join(trace, "\n") + "\n"
+	path := filepath.Join("testdata", name+".trace")
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
 	}
-	for _, sc := range scs {
-		t.Run(sc.Name, func(t *testing.T) {
-			r, err := RunSim(context.Background(), sc, SimOptions{Trace: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := strings.Join(r.Trace, "\n") + "\n"
-			path := filepath.Join("testdata", sc.Name+".trace")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run go test ./scenarios -run TestGoldenTraces -update)", err)
-			}
-			if got != string(want) {
-				t.Errorf("trace differs from %s (review the diff, then -update):\n%s", path, firstDiff(string(want), got))
-			}
-		})
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./scenarios -run TestShippedScenariosSim -update)", err)
+	}
+	if got != string(want) {
+		t.Errorf("trace differs from %s (review the diff, then -update):\n%s", path, firstDiff(string(want), got))
 	}
 }
 
