@@ -41,7 +41,7 @@ func scenarioCommand() *cli.Command {
 				Usage:     "run scenario files (a directory runs every *.yaml in it)",
 				ArgsUsage: "FILE|DIR...",
 				Description: "Without --sim: real nodes on 127.0.0.1 with real chains in a temporary\n" +
-					"directory (scenarios needing faults a real node cannot get are skipped).\n" +
+					"directory; faults act on the real nodes and messages.\n" +
 					"With --sim: the deterministic simulator; --seed replays a run exactly.\n" +
 					"Exit 0 when every scenario passed or was skipped, 1 when one failed.\n" +
 					"--json: an array of reports.",
