@@ -70,6 +70,13 @@ type Chain struct {
 	readOnly bool
 	pub      sign.PublicKey
 	agent    sign.AgentID
+	// root is nil when the file holds this chain alone; in a Store it is
+	// the agent's bucket name under bucketChains.
+	root []byte
+	// store is the Store the chain lives in, nil for a chain file.
+	store *Store
+	// commits is the group committer of the chain's file.
+	commits *committer
 
 	// writeSeq orders write transactions: it is taken inside the bbolt write
 	// transaction, so its order is the commit order.
@@ -120,31 +127,7 @@ func Create(path string, key *sign.PrivateKey, nowMillis int64) (*Chain, error) 
 		return nil, fmt.Errorf("chain: encode head: %w", err)
 	}
 	pub := key.Public()
-	err = db.Update(func(tx *bolt.Tx) error {
-		meta, err := tx.CreateBucket(bucketMeta)
-		if err != nil {
-			return err
-		}
-		entries, err := tx.CreateBucket(bucketEntries)
-		if err != nil {
-			return err
-		}
-		if _, err := tx.CreateBucket(bucketCheckpoints); err != nil {
-			return err
-		}
-		for _, kv := range [][2][]byte{
-			{keyFormat, []byte(formatV1)},
-			{keyAgentID, []byte(key.AgentID())},
-			{keyScheme, []byte(pub.SchemeName())},
-			{keyPublicKey, pub.Bytes()},
-			{keyHead, headRaw},
-		} {
-			if err := meta.Put(kv[0], kv[1]); err != nil {
-				return err
-			}
-		}
-		return entries.Put(seqKey(0), raw)
-	})
+	err = db.Update(func(tx *bolt.Tx) error { return initChain(tx, key, raw, headRaw) })
 	if err != nil {
 		db.Close()
 		os.Remove(path)
@@ -155,7 +138,41 @@ func Create(path string, key *sign.PrivateKey, nowMillis int64) (*Chain, error) 
 		os.Remove(path)
 		return nil, fmt.Errorf("chain: create %s: %w", path, err)
 	}
-	return &Chain{db: db, path: path, pub: pub, agent: key.AgentID(), head: head}, nil
+	return &Chain{db: db, path: path, pub: pub, agent: key.AgentID(), head: head, commits: newCommitter(db)}, nil
+}
+
+// bucketParent is a bbolt transaction or bucket: where a chain's buckets go.
+type bucketParent interface {
+	CreateBucket(name []byte) (*bolt.Bucket, error)
+}
+
+// initChain creates a chain's buckets under parent and writes its metadata
+// and the genesis entry (raw) with its head (headRaw).
+func initChain(parent bucketParent, key *sign.PrivateKey, raw, headRaw []byte) error {
+	pub := key.Public()
+	meta, err := parent.CreateBucket(bucketMeta)
+	if err != nil {
+		return err
+	}
+	entries, err := parent.CreateBucket(bucketEntries)
+	if err != nil {
+		return err
+	}
+	if _, err := parent.CreateBucket(bucketCheckpoints); err != nil {
+		return err
+	}
+	for _, kv := range [][2][]byte{
+		{keyFormat, []byte(formatV1)},
+		{keyAgentID, []byte(key.AgentID())},
+		{keyScheme, []byte(pub.SchemeName())},
+		{keyPublicKey, pub.Bytes()},
+		{keyHead, headRaw},
+	} {
+		if err := meta.Put(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return entries.Put(seqKey(0), raw)
 }
 
 // syncDir makes a new file's directory entry durable.
@@ -197,7 +214,7 @@ func Open(path string, opts Options) (*Chain, error) {
 	if err != nil {
 		return nil, openError(path, err)
 	}
-	c := &Chain{db: db, path: path, readOnly: opts.ReadOnly}
+	c := &Chain{db: db, path: path, readOnly: opts.ReadOnly, commits: newCommitter(db)}
 	if err := db.View(c.load); err != nil {
 		db.Close()
 		if errors.Is(err, ErrNotChain) {
@@ -236,8 +253,8 @@ func openError(path string, err error) error {
 
 // load reads the metadata, head and lock into c.
 func (c *Chain) load(tx *bolt.Tx) error {
-	meta := tx.Bucket(bucketMeta)
-	if meta == nil || tx.Bucket(bucketEntries) == nil || tx.Bucket(bucketCheckpoints) == nil {
+	meta := c.bucket(tx, bucketMeta)
+	if meta == nil || c.bucket(tx, bucketEntries) == nil || c.bucket(tx, bucketCheckpoints) == nil {
 		return fmt.Errorf("chain: %w: %s has no chain buckets: check the path or --home", ErrNotChain, c.path)
 	}
 	if f := meta.Get(keyFormat); string(f) != formatV1 {
@@ -283,8 +300,29 @@ func readLock(meta *bolt.Bucket) (*Lock, error) {
 	return &l, nil
 }
 
-// Close closes the file. The chain must not be used afterwards.
+// bucket returns one of the chain's buckets (bucketMeta, bucketEntries,
+// bucketCheckpoints), or nil if it is missing.
+func (c *Chain) bucket(tx *bolt.Tx, name []byte) *bolt.Bucket {
+	if c.root == nil {
+		return tx.Bucket(name)
+	}
+	chains := tx.Bucket(bucketChains)
+	if chains == nil {
+		return nil
+	}
+	agent := chains.Bucket(c.root)
+	if agent == nil {
+		return nil
+	}
+	return agent.Bucket(name)
+}
+
+// Close closes the file. The chain must not be used afterwards. A chain of
+// a Store is closed with its Store; Close on it does nothing.
 func (c *Chain) Close() error {
+	if c.store != nil {
+		return nil
+	}
 	if err := c.db.Close(); err != nil {
 		return fmt.Errorf("chain: close %s: %w", c.path, err)
 	}
@@ -326,7 +364,7 @@ func (c *Chain) Lock() (*Lock, bool) {
 func (c *Chain) Entry(seq uint64) (*Entry, error) {
 	var e *Entry
 	err := c.db.View(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bucketEntries).Get(seqKey(seq))
+		raw := c.bucket(tx, bucketEntries).Get(seqKey(seq))
 		if raw == nil {
 			return fmt.Errorf("chain: %w: seq %d (the head is %d)", ErrNotFound, seq, c.Head().Seq)
 		}
@@ -351,7 +389,7 @@ func (c *Chain) Entries(from uint64, limit int) ([]Entry, error) {
 	}
 	var out []Entry
 	err := c.db.View(func(tx *bolt.Tx) error {
-		cur := tx.Bucket(bucketEntries).Cursor()
+		cur := c.bucket(tx, bucketEntries).Cursor()
 		for k, v := cur.Seek(seqKey(from)); k != nil && len(out) < limit; k, v = cur.Next() {
 			e, err := UnmarshalEntry(v)
 			if err != nil {
@@ -379,7 +417,7 @@ func (c *Chain) Checkpoint(session string) ([]byte, bool, error) {
 	var out []byte
 	var ok bool
 	err := c.db.View(func(tx *bolt.Tx) error {
-		k, v := tx.Bucket(bucketCheckpoints).Cursor().Seek([]byte(session))
+		k, v := c.bucket(tx, bucketCheckpoints).Cursor().Seek([]byte(session))
 		if k != nil && string(k) == session {
 			out, ok = append([]byte{}, v...), true
 		}
@@ -396,7 +434,7 @@ func (c *Chain) Checkpoint(session string) ([]byte, bool, error) {
 func (c *Chain) Checkpoints() (map[string][]byte, error) {
 	out := map[string][]byte{}
 	err := c.db.View(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketCheckpoints).ForEach(func(k, v []byte) error {
+		return c.bucket(tx, bucketCheckpoints).ForEach(func(k, v []byte) error {
 			out[string(k)] = append([]byte{}, v...)
 			return nil
 		})

@@ -90,7 +90,7 @@ func (c *Chain) ExportJSON(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
 	err := c.db.View(func(tx *bolt.Tx) error {
-		cur := tx.Bucket(bucketEntries).Cursor()
+		cur := c.bucket(tx, bucketEntries).Cursor()
 		for k, raw := cur.First(); k != nil; k, raw = cur.Next() {
 			e, err := UnmarshalEntry(raw)
 			if err != nil {
@@ -120,7 +120,7 @@ func (c *Chain) ExportJSON(w io.Writer) error {
 func (c *Chain) ExportCBOR(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	err := c.db.View(func(tx *bolt.Tx) error {
-		cur := tx.Bucket(bucketEntries).Cursor()
+		cur := c.bucket(tx, bucketEntries).Cursor()
 		for k, raw := cur.First(); k != nil; k, raw = cur.Next() {
 			if _, err := bw.Write(raw); err != nil {
 				return fmt.Errorf("write entry %d: %w", keySeq(k), err)

@@ -104,13 +104,13 @@ func (c *Chain) Verify(opts VerifyOptions) *VerifyError {
 	v := &verifier{opts: opts, metaKey: &pub}
 	var verr *VerifyError
 	err := c.db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bucketMeta)
+		meta := c.bucket(tx, bucketMeta)
 		head, err := readHead(meta)
 		if err != nil {
 			verr = v.fail("%v", err)
 			return nil
 		}
-		cur := tx.Bucket(bucketEntries).Cursor()
+		cur := c.bucket(tx, bucketEntries).Cursor()
 		for k, raw := cur.First(); k != nil; k, raw = cur.Next() {
 			ks := keySeq(k)
 			if ks != v.next {

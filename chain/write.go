@@ -141,6 +141,11 @@ func (c *Chain) prepare(w Write) (*prepared, error) {
 
 // Apply performs w in one bbolt transaction and returns after it is synced
 // to disk. On error nothing was written.
+//
+// Concurrent Apply calls on chains of one file share transactions (group
+// commit): the first caller commits at once; callers that arrive during
+// that commit are committed together in the next transaction, with one
+// fsync. Each Write still succeeds or fails on its own.
 func (c *Chain) Apply(w Write) error {
 	if w.Empty() {
 		return nil
@@ -149,7 +154,7 @@ func (c *Chain) Apply(w Write) error {
 	if err != nil {
 		return err
 	}
-	return c.db.Update(func(tx *bolt.Tx) error { return c.applyTx(tx, p) })
+	return c.commits.apply(c, p)
 }
 
 // ApplyBatch is Apply through bbolt's Batch: concurrent callers share one
@@ -170,49 +175,75 @@ func (c *Chain) ApplyBatch(w Write) error {
 // applyTx runs inside a write transaction. It checks everything before it
 // writes anything, and it may run more than once (bbolt Batch retries).
 func (c *Chain) applyTx(tx *bolt.Tx, p *prepared) error {
+	ck, err := c.checkTx(tx, p)
+	if err != nil {
+		return err
+	}
+	return c.writeTx(tx, p, ck)
+}
+
+// checked is what checkTx found: the state the write starts from.
+type checked struct {
+	head             Head
+	lock             *Lock
+	acquire, release bool
+}
+
+// checkTx checks p against the chain's state in tx and writes nothing: a
+// Write that fails here leaves the transaction as it was.
+func (c *Chain) checkTx(tx *bolt.Tx, p *prepared) (checked, error) {
 	w := &p.w
-	meta := tx.Bucket(bucketMeta)
-	entries := tx.Bucket(bucketEntries)
-	checkpoints := tx.Bucket(bucketCheckpoints)
+	meta := c.bucket(tx, bucketMeta)
+	entries := c.bucket(tx, bucketEntries)
+	checkpoints := c.bucket(tx, bucketCheckpoints)
 	if meta == nil || entries == nil || checkpoints == nil {
-		return fmt.Errorf("chain: %w: buckets missing", ErrNotChain)
+		return checked{}, fmt.Errorf("chain: %w: buckets missing", ErrNotChain)
 	}
 	head, err := readHead(meta)
 	if err != nil {
-		return err
+		return checked{}, err
 	}
 	lock, err := readLock(meta)
 	if err != nil {
-		return err
+		return checked{}, err
 	}
 
 	// Check.
 	acquire := false
 	if w.AcquireLock != nil {
 		if lock != nil && lock.Session != w.Session {
-			return fmt.Errorf("chain: lock for session %s: %w by %s", w.Session, ErrLocked, lock.describe())
+			return checked{}, fmt.Errorf("chain: lock for session %s: %w by %s", w.Session, ErrLocked, lock.describe())
 		}
 		acquire = lock == nil
 	}
 	if w.ExpectHead != nil && *w.ExpectHead != head {
-		return fmt.Errorf("chain: session %s: %w: expected head %s, head is %s", w.Session, ErrHeadMoved, w.ExpectHead, head)
+		return checked{}, fmt.Errorf("chain: session %s: %w: expected head %s, head is %s", w.Session, ErrHeadMoved, w.ExpectHead, head)
 	}
 	if e := w.Append; e != nil {
 		if lock != nil && lock.Session != w.Session {
-			return fmt.Errorf("chain: append seq %d: %w by %s", e.Seq, ErrLocked, lock.describe())
+			return checked{}, fmt.Errorf("chain: append seq %d: %w by %s", e.Seq, ErrLocked, lock.describe())
 		}
 		if e.Seq != head.Seq+1 {
-			return fmt.Errorf("chain: append seq %d: %w: the head is %d, the next entry must be %d", e.Seq, ErrSeqMismatch, head.Seq, head.Seq+1)
+			return checked{}, fmt.Errorf("chain: append seq %d: %w: the head is %d, the next entry must be %d", e.Seq, ErrSeqMismatch, head.Seq, head.Seq+1)
 		}
 		if e.Prev != head.Hash {
-			return fmt.Errorf("chain: append seq %d: %w: prev %s, head hash %s", e.Seq, ErrPrevMismatch, e.Prev, head.Hash)
+			return checked{}, fmt.Errorf("chain: append seq %d: %w: prev %s, head hash %s", e.Seq, ErrPrevMismatch, e.Prev, head.Hash)
 		}
 		if entries.Get(seqKey(e.Seq)) != nil {
-			return fmt.Errorf("chain: append seq %d: %w: an entry is stored beyond the head (run `negotiate chain verify`)", e.Seq, ErrSeqMismatch)
+			return checked{}, fmt.Errorf("chain: append seq %d: %w: an entry is stored beyond the head (run `negotiate chain verify`)", e.Seq, ErrSeqMismatch)
 		}
 	}
 	release := w.ReleaseLock && (lock != nil && lock.Session == w.Session || acquire)
 
+	return checked{head: head, lock: lock, acquire: acquire, release: release}, nil
+}
+
+// writeTx writes a Write that checkTx accepted. An error here leaves the
+// transaction half-written: the caller must roll it back.
+func (c *Chain) writeTx(tx *bolt.Tx, p *prepared, ck checked) error {
+	w := &p.w
+	meta, entries, checkpoints := c.bucket(tx, bucketMeta), c.bucket(tx, bucketEntries), c.bucket(tx, bucketCheckpoints)
+	head, lock, acquire, release := ck.head, ck.lock, ck.acquire, ck.release
 	// Write.
 	newHead, newLock := head, lock
 	if acquire {
