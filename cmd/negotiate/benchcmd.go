@@ -26,6 +26,11 @@ func benchCommand() *cli.Command {
 			"--pairs P starts P groups of --parties agents; --concurrency C keeps C groups\n" +
 			"busy at once (a group runs one session at a time: its chain lock). Sessions\n" +
 			"are paced to the per-peer frame limit unless --no-pace.\n\n" +
+			"--store shared (default) keeps every agent's chain in one durable file, so\n" +
+			"all agents' writes share transactions and fsyncs (group commit), as one\n" +
+			"process hosting many agents does; --store per-agent gives each agent its own\n" +
+			"file, as separate `negotiate node` daemons on one disk. --transport picks the\n" +
+			"libp2p transport (tcp by default; quic; both, where libp2p prefers QUIC).\n\n" +
 			"--idle-sessions N instead measures the heap of N sessions waiting for a\n" +
 			"decision, through the pure core (no network, no disk).\n\n" +
 			"Exits 1 if any session failed or any chain is unsound.",
@@ -37,6 +42,8 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "scheme", Value: sign.DefaultScheme, Usage: "signature scheme: " + strings.Join(sign.SchemeNames(), ", ")},
 			&cli.DurationFlag{Name: "timeout", Value: bench.DefaultSessionTimeout, Usage: "deadline of each session"},
 			&cli.BoolFlag{Name: "no-pace", Usage: "start sessions as fast as possible, over the per-peer frame limit"},
+			&cli.StringFlag{Name: "store", Value: bench.StoreShared, Usage: "where the chains live: shared (one file, group commit) or per-agent"},
+			&cli.StringFlag{Name: "transport", Value: bench.TransportTCP, Usage: "libp2p transport: tcp, quic or both"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "measure the heap of N idle sessions instead (pure core)"},
 		),
 		Action: benchAction,
@@ -65,7 +72,7 @@ func benchAction(c *cli.Context) error {
 	opts := bench.Options{
 		Parties: c.Int("parties"), Sessions: c.Int("sessions"), Concurrency: c.Int("concurrency"),
 		Pairs: c.Int("pairs"), Scheme: c.String("scheme"), SessionTimeout: c.Duration("timeout"),
-		NoPace: c.Bool("no-pace"), Progress: progress,
+		NoPace: c.Bool("no-pace"), Progress: progress, Store: c.String("store"), Transport: c.String("transport"),
 	}
 	if err := opts.Validate(); err != nil {
 		return benchErr(err)
@@ -94,8 +101,8 @@ func benchErr(err error) error {
 }
 
 func printBench(w io.Writer, r *bench.Result) {
-	fmt.Fprintf(w, "%d sessions of %d parties, %s, %d pairs, concurrency %d (%d nodes, %d CPUs)\n",
-		r.Sessions, r.Parties, r.Scheme, r.Pairs, r.Concurrency, r.Nodes, r.CPUs)
+	fmt.Fprintf(w, "%d sessions of %d parties, %s, %d pairs, concurrency %d (%d nodes, %d CPUs, %s store, %s)\n",
+		r.Sessions, r.Parties, r.Scheme, r.Pairs, r.Concurrency, r.Nodes, r.CPUs, r.Store, r.Transport)
 	fmt.Fprintf(w, "  committed %d, failed %d in %.2f s: %.1f sessions/s", r.Committed, r.Failed, r.ElapsedSec, r.SessionsPerSec)
 	if r.Paced {
 		fmt.Fprintf(w, " (paced: at most %.1f/s per pair)", r.PaceCapPerPair)
@@ -111,6 +118,9 @@ func printBench(w io.Writer, r *bench.Result) {
 	fmt.Fprintf(w, "  floor unit     %.0f µs = chain write %.0f + round trip %.0f + sign %.1f + verify %.1f\n",
 		f.SumUs, f.ChainWriteUs, f.RoundTripUs, f.SignUs, f.VerifyUs)
 	fmt.Fprintf(w, "  p50 / floor    %.2f\n", r.P50FloorRatio)
+	if r.WritesPerCommit > 0 {
+		fmt.Fprintf(w, "  group commit   %.2f durable writes per transaction\n", r.WritesPerCommit)
+	}
 	fmt.Fprintf(w, "  chains         %d verified, %d locks left, %d broken; %d frames rate-limited\n",
 		r.ChainsVerified, r.LocksLeft, len(r.ChainsBroken), r.RateLimitedFrames)
 	for _, s := range r.FailReasons {

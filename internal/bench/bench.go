@@ -123,6 +123,36 @@ type Options struct {
 	NoPace bool
 	// Logger receives the nodes' logs; nil discards them.
 	Logger *slog.Logger
+	// Store is where the agents' chains live: StoreShared (default) puts
+	// every agent's chain in one durable bbolt file, so the writes of all
+	// agents share transactions (group commit), as a process hosting many
+	// agents would; StorePerAgent gives each agent its own file, as
+	// separate `negotiate node` processes on one disk would.
+	Store string
+	// Transport is the libp2p transport the nodes listen on: TransportTCP
+	// (default: TCP with Noise/TLS and yamux), TransportQUIC, or
+	// TransportBoth (libp2p then prefers QUIC).
+	Transport string
+}
+
+// Store and transport choices of Options.
+const (
+	StoreShared   = "shared"
+	StorePerAgent = "per-agent"
+	TransportTCP  = "tcp"
+	TransportQUIC = "quic"
+	TransportBoth = "both"
+)
+
+// listenAddrs are the loopback listen addresses of a transport choice.
+func listenAddrs(transport string) []string {
+	switch transport {
+	case TransportQUIC:
+		return []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
+	case TransportBoth:
+		return negotiate.DefaultListenAddrs
+	}
+	return []string{"/ip4/127.0.0.1/tcp/0"}
 }
 
 // Quantiles summarises durations in milliseconds.
@@ -160,8 +190,14 @@ type Result struct {
 	Concurrency int    `json:"concurrency"`
 	Pairs       int    `json:"pairs"`
 	Scheme      string `json:"scheme"`
+	Store       string `json:"store"`
+	Transport   string `json:"transport"`
 	Nodes       int    `json:"nodes"`
 	CPUs        int    `json:"cpus"`
+	// WritesPerCommit is, with the shared store, the durable writes of the
+	// measured sessions divided by the transactions (fsyncs) they took:
+	// the group-commit factor. Zero with one file per agent.
+	WritesPerCommit float64 `json:"writes_per_commit,omitempty"`
 
 	Committed   int      `json:"committed"`
 	Failed      int      `json:"failed"`
@@ -229,7 +265,17 @@ func (o *Options) Validate() error {
 	if o.Scheme == "" {
 		o.Scheme = sign.DefaultScheme
 	}
+	if o.Store == "" {
+		o.Store = StoreShared
+	}
+	if o.Transport == "" {
+		o.Transport = TransportTCP
+	}
 	switch {
+	case o.Store != StoreShared && o.Store != StorePerAgent:
+		return fmt.Errorf("%w: store %q: use %q or %q", ErrBadOptions, o.Store, StoreShared, StorePerAgent)
+	case o.Transport != TransportTCP && o.Transport != TransportQUIC && o.Transport != TransportBoth:
+		return fmt.Errorf("%w: transport %q: use %q, %q or %q", ErrBadOptions, o.Transport, TransportTCP, TransportQUIC, TransportBoth)
 	case o.Parties < 2 || o.Parties > MaxParties:
 		return fmt.Errorf("%w: parties %d: use 2 to %d", ErrBadOptions, o.Parties, MaxParties)
 	case o.Sessions < 1 || o.Sessions > MaxSessions:
@@ -305,12 +351,12 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res := &Result{
 		Parties: opts.Parties, Sessions: opts.Sessions, Concurrency: opts.Concurrency, Pairs: opts.Pairs,
-		Scheme: scheme.Name(), Nodes: opts.Parties * opts.Pairs, CPUs: runtime.NumCPU(), Paced: !opts.NoPace,
+		Scheme: scheme.Name(), Store: opts.Store, Transport: opts.Transport, Nodes: opts.Parties * opts.Pairs, CPUs: runtime.NumCPU(), Paced: !opts.NoPace,
 		PaceCapPerPair: paceSafety * benchFramesPerSecond / framesPerSessionPerPeer,
 	}
 	rec := &recorder{signing: map[string]time.Time{}, committed: map[string]time.Time{}}
 	setup := time.Now()
-	groups, closeAll, err := startGroups(ctx, opts, scheme, dir, rec)
+	groups, store, closeAll, err := startGroups(ctx, opts, scheme, dir, rec)
 	if err != nil {
 		return nil, err
 	}
@@ -333,8 +379,18 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res.Floor = floor
 
+	var before chain.CommitStats
+	if store != nil {
+		before = store.CommitStats()
+	}
 	samples := runAll(ctx, opts, groups, terms, rec, res)
 	summarize(res, samples)
+	if store != nil {
+		after := store.CommitStats()
+		if txs := after.Transactions - before.Transactions; txs > 0 {
+			res.WritesPerCommit = round3(float64(after.Writes-before.Writes) / float64(txs))
+		}
+	}
 
 	for _, g := range groups {
 		for _, a := range g.agents {
@@ -347,9 +403,17 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 
 // startGroups creates the chains and starts the nodes; every agent of a
 // group resolves every other one before it returns.
-func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir string, rec *recorder) ([]*group, func(), error) {
+func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir string, rec *recorder) ([]*group, *chain.Store, func(), error) {
 	var mu sync.Mutex
 	var all []*agent
+	var store *chain.Store
+	if opts.Store == StoreShared {
+		st, err := chain.CreateStore(filepath.Join(dir, "agents.db"))
+		if err != nil {
+			return nil, nil, nil, fmt.Errorf("bench: %w", err)
+		}
+		store = st
+	}
 	closeAll := func() {
 		mu.Lock()
 		defer mu.Unlock()
@@ -360,6 +424,10 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 			a.ch.Close()
 		}
 		all = nil
+		if store != nil {
+			store.Close()
+			store = nil
+		}
 	}
 	groups := make([]*group, opts.Pairs)
 	var flat []*agent
@@ -369,12 +437,17 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 			key, err := scheme.GenerateKey()
 			if err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("bench: generate %s key: %w", scheme.Name(), err)
+				return nil, nil, nil, fmt.Errorf("bench: generate %s key: %w", scheme.Name(), err)
 			}
-			ch, err := chain.Create(filepath.Join(dir, fmt.Sprintf("g%03d-p%02d.db", gi, pi)), key, time.Now().UnixMilli())
+			var ch *chain.Chain
+			if store != nil {
+				ch, err = store.Create(key, time.Now().UnixMilli())
+			} else {
+				ch, err = chain.Create(filepath.Join(dir, fmt.Sprintf("g%03d-p%02d.db", gi, pi)), key, time.Now().UnixMilli())
+			}
 			if err != nil {
 				closeAll()
-				return nil, nil, fmt.Errorf("bench: %w", err)
+				return nil, nil, nil, fmt.Errorf("bench: %w", err)
 			}
 			a := &agent{key: key, ch: ch}
 			mu.Lock()
@@ -391,7 +464,7 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 	start := func(a *agent, initiator bool, boot []string) error {
 		cfg := negotiate.NodeConfig{
 			Key: a.key, Chain: a.ch, Policy: negotiate.AcceptAll, Logger: opts.Logger,
-			Host: negotiate.HostConfig{Bootstrap: boot, Logger: opts.Logger,
+			Host: negotiate.HostConfig{Listen: listenAddrs(opts.Transport), Bootstrap: boot, Logger: opts.Logger,
 				PeerFramesPerSecond: benchFramesPerSecond, PeerFrameBurst: benchFramesPerSecond / 10},
 			ResolveInitial: 500 * time.Millisecond, ResolveMax: 2 * time.Second,
 		}
@@ -411,7 +484,7 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 	}
 	if err := start(flat[0], true, nil); err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	// The first bootNodes nodes start one by one; the others bootstrap from
 	// all of them, so the DHT does not hang on one node's routing table.
@@ -419,7 +492,7 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 	for i := 1; i < min(bootNodes, len(flat)); i++ {
 		if err := start(flat[i], i%opts.Parties == 0, boot); err != nil {
 			closeAll()
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	for i := 1; i < min(bootNodes, len(flat)); i++ {
@@ -440,13 +513,13 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := resolveAll(ctx, groups); err != nil {
 		closeAll()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return groups, closeAll, nil
+	return groups, store, closeAll, nil
 }
 
 // resolveAll waits until every agent resolves every other agent of its group.

@@ -103,9 +103,10 @@ func TestIdleHeap(t *testing.T) {
 }
 
 // BenchmarkRun runs b.N real two-party sessions (after node start-up) with
-// 1 and 8 groups busy at once; profile it with -cpuprofile.
+// 1, 8 and 32 groups busy at once (shared store, TCP); profile it with
+// -cpuprofile.
 func BenchmarkRun(b *testing.B) {
-	for _, c := range []int{1, 8} {
+	for _, c := range []int{1, 8, 32} {
 		b.Run(fmt.Sprintf("concurrency=%d", c), func(b *testing.B) {
 			res, err := Run(context.Background(), Options{Sessions: max(b.N, c), Concurrency: c, Dir: b.TempDir()})
 			if err != nil {
