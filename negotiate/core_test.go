@@ -543,3 +543,142 @@ func TestCoreAbortOnlyWhileSafe(t *testing.T) {
 	n.run(60_000)
 	n.checkInvariants(id, n.nodes, StateCommitted)
 }
+
+// TestCoreStarReadyFanOut proves the Ready fan-out is a star: in a
+// committed n-party session every participant sends its Ready to the
+// initiator only, the session costs exactly 6(n-1) frames (O(n), not the
+// n(n-1) Readys of all-to-all), every participant commits only after the
+// initiator's Commit reached it, and when the initiator crashes right
+// after its append (its Commit never leaves) the participants still
+// commit, by asking each other.
+func TestCoreStarReadyFanOut(t *testing.T) {
+	for _, parties := range []int{3, 5, 8} {
+		names := make([]string, parties)
+		for i := range names {
+			names[i] = fmt.Sprintf("p%d", i)
+		}
+		t.Run(fmt.Sprintf("%d-party/committed", parties), func(t *testing.T) {
+			n := newCoreNet(t, names...)
+			init := n.nodes[0]
+			gotCommit := map[*coreNode]bool{}
+			var violations []string
+			n.drop = func(from, to *coreNode, typ string) bool {
+				if typ == protocol.TypeReady && from != init && to != init {
+					violations = append(violations, fmt.Sprintf("participant %s sent its Ready to participant %s", from.name, to.name))
+				}
+				if typ == protocol.TypeCommit && from == init {
+					gotCommit[to] = true
+				}
+				return false
+			}
+			for _, nd := range n.nodes[1:] {
+				nd.policy = func(nd *coreNode, ev Event) *Decision {
+					if ev.Kind == EvCommitted && !gotCommit[nd] {
+						violations = append(violations, nd.name+" committed before the initiator's Commit reached it")
+					}
+					return acceptAll(nd, ev)
+				}
+			}
+			id := n.propose(init, n.nodes[1:], terms(t, map[string]any{"deal": "star", "n": parties}), 0)
+			n.run(60_000)
+			n.checkInvariants(id, n.nodes, StateCommitted)
+			if len(violations) > 0 {
+				t.Fatal(strings.Join(violations, "; "))
+			}
+			k := parties - 1
+			want := map[string]int{
+				protocol.TypePropose: k, protocol.TypeAccept: k, protocol.TypePreflight: k,
+				protocol.TypeReady:  2 * k, // the initiator's to each participant, each participant's to the initiator
+				protocol.TypeCommit: k,
+			}
+			total := 0
+			for typ, c := range n.sent {
+				total += c
+				if c != want[typ] {
+					t.Errorf("%d %s frames, want %d", c, typ, want[typ])
+				}
+			}
+			if total != 6*k {
+				t.Fatalf("%d frames in a committed %d-party session, want 6(n-1) = %d (all-to-all Readys alone were n(n-1) = %d)", total, parties, 6*k, parties*k)
+			}
+		})
+		t.Run(fmt.Sprintf("%d-party/initiator crashes after its append", parties), func(t *testing.T) {
+			n := newCoreNet(t, names...)
+			init := n.nodes[0]
+			for _, nd := range n.nodes[1:] {
+				nd.policy = acceptAll
+			}
+			statuses := 0
+			n.drop = func(from, to *coreNode, typ string) bool {
+				if from == init && typ == protocol.TypeCommit {
+					init.down = true // its record is durable; its Commit never leaves, and it never comes back
+				}
+				if typ == protocol.TypeStatus && from != init {
+					statuses++
+				}
+				return from == init && init.down
+			}
+			id := n.propose(init, n.nodes[1:], terms(t, map[string]any{"deal": "star-crash", "n": parties}), 0)
+			n.run(60_000)
+			if !init.down {
+				t.Fatal("the initiator never reached its commit: the crash was not exercised")
+			}
+			n.checkInvariants(id, n.nodes, StateCommitted)
+			if n.sent[protocol.TypeQuery] == 0 || statuses == 0 {
+				t.Fatalf("%d queries, %d status answers: the participants did not resolve by asking each other", n.sent[protocol.TypeQuery], statuses)
+			}
+		})
+	}
+}
+
+// TestCoreCommitVerifiesWhatItDoesNotHold: a participant that commits on a
+// Commit skips only the statements it already verified (its own and the
+// initiator's Ready); a record whose other statements are bad, or whose
+// copy of a held party's statement differs, is refused and changes nothing.
+func TestCoreCommitVerifiesWhatItDoesNotHold(t *testing.T) {
+	n := newCoreNet(t, "a", "b", "c")
+	a, b, c := n.nodes[0], n.nodes[1], n.nodes[2]
+	b.policy, c.policy = acceptAll, acceptAll
+	n.drop = func(from, to *coreNode, typ string) bool { return to == b && typ == protocol.TypeCommit }
+	id := n.propose(a, []*coreNode{b, c}, terms(t, map[string]any{"x": 1}), 0)
+	n.run(1_000) // before b's resolve timer: b is signed and waits for the commit
+	if b.outcomes[id] != nil {
+		t.Fatalf("b ended before any commit reached it: %+v", b.outcomes[id])
+	}
+	good, err := DecodeRecord(a.outcomes[id].Receipt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tamper := func(f func(r *protocol.Record)) *protocol.Record {
+		r, _ := DecodeRecord(a.outcomes[id].Receipt)
+		f(r)
+		return r
+	}
+	otherHead := func(h chain.Head) chain.Head { h.Seq++; return h }
+	tests := []struct {
+		name string
+		rec  *protocol.Record
+	}{
+		{"c's signature (not held by b) is bad", tamper(func(r *protocol.Record) { r.Signatures[2][0] ^= 1 })},
+		{"a's statement differs from the one b holds", tamper(func(r *protocol.Record) { r.Heads[0] = otherHead(r.Heads[0]) })},
+		{"b's own signature is bad", tamper(func(r *protocol.Record) { r.Signatures[1][0] ^= 1 })},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			out := n.step(b, Input{Message: &Received{From: a.key.AgentID(), Type: protocol.TypeCommit, Session: id, Body: &protocol.Commit{Record: *tc.rec}}})
+			if !errors.Is(out.Err, ErrBadRecord) {
+				t.Fatalf("tampered commit: err %v, want ErrBadRecord", out.Err)
+			}
+			if len(out.Persist) != 0 || b.outcomes[id] != nil {
+				t.Fatal("a refused commit changed b's state")
+			}
+		})
+	}
+	out := n.step(b, Input{Message: &Received{From: a.key.AgentID(), Type: protocol.TypeCommit, Session: id, Body: &protocol.Commit{Record: *good}}})
+	if out.Err != nil {
+		t.Fatalf("genuine commit: %v", out.Err)
+	}
+	n.drop = nil
+	n.run(60_000)
+	n.checkInvariants(id, n.nodes, StateCommitted)
+}

@@ -115,44 +115,63 @@ func checkParties(ps []protocol.Party) error {
 // and every party's statement signature is valid for its head. With a
 // witness, the witness's commit decision must be present and valid.
 func VerifyRecord(r *protocol.Record) error {
+	_, err := verifyRecord(r, chain.Hash{}, nil)
+	return err
+}
+
+// verifyRecord is VerifyRecord that skips the statements a caller already
+// verified: when the record's agreement hash is heldAH, a statement of
+// party i whose head and signature equal held[i] is not verified again
+// (it binds the same session, agreement, parties, signer and head, so its
+// verification would give the same answer). Everything else is checked.
+// It returns the record's agreement hash.
+func verifyRecord(r *protocol.Record, heldAH chain.Hash, held map[int]*protocol.Ready) (chain.Hash, error) {
 	a := &r.Agreement
 	if err := checkParties(a.Parties); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadRecord, err)
+		return chain.Hash{}, fmt.Errorf("%w: %v", ErrBadRecord, err)
 	}
 	th, err := TermsHash(a.Terms)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadRecord, err)
+		return chain.Hash{}, fmt.Errorf("%w: %v", ErrBadRecord, err)
 	}
 	if th != a.TermsHash {
-		return fmt.Errorf("%w: terms hash does not match the terms", ErrBadRecord)
+		return chain.Hash{}, fmt.Errorf("%w: terms hash does not match the terms", ErrBadRecord)
 	}
 	if len(r.Heads) != len(a.Parties) || len(r.Signatures) != len(a.Parties) {
-		return fmt.Errorf("%w: %d parties but %d heads and %d signatures", ErrBadRecord, len(a.Parties), len(r.Heads), len(r.Signatures))
+		return chain.Hash{}, fmt.Errorf("%w: %d parties but %d heads and %d signatures", ErrBadRecord, len(a.Parties), len(r.Heads), len(r.Signatures))
 	}
 	ah := AgreementHash(a)
 	for i, p := range a.Parties {
+		if ah == heldAH && sameStatement(held[i], r.Heads[i], r.Signatures[i]) {
+			continue
+		}
 		if err := verifyStatement(p, a, ah, r.Heads[i], r.Signatures[i]); err != nil {
-			return fmt.Errorf("%w: signature of party %d (%s): %v", ErrBadRecord, i, p.ID.Short(), err)
+			return chain.Hash{}, fmt.Errorf("%w: signature of party %d (%s): %v", ErrBadRecord, i, p.ID.Short(), err)
 		}
 	}
 	if a.Witness != nil {
 		if len(r.WitnessDecision) == 0 {
-			return fmt.Errorf("%w: the agreement names witness %s but the record has no witness decision", ErrBadRecord, a.Witness.ID.Short())
+			return chain.Hash{}, fmt.Errorf("%w: the agreement names witness %s but the record has no witness decision", ErrBadRecord, a.Witness.ID.Short())
 		}
 		d, err := openDecision(r.WitnessDecision, *a.Witness, a.Session, ah)
 		if err != nil {
-			return fmt.Errorf("%w: witness decision: %v", ErrBadRecord, err)
+			return chain.Hash{}, fmt.Errorf("%w: witness decision: %v", ErrBadRecord, err)
 		}
 		if !d.Commit {
-			return fmt.Errorf("%w: the witness decided abort", ErrBadRecord)
+			return chain.Hash{}, fmt.Errorf("%w: the witness decided abort", ErrBadRecord)
 		}
 		if d.RecordHash != recordHashWithoutDecision(r) {
-			return fmt.Errorf("%w: the witness decision is for another record", ErrBadRecord)
+			return chain.Hash{}, fmt.Errorf("%w: the witness decision is for another record", ErrBadRecord)
 		}
 	} else if len(r.WitnessDecision) != 0 {
-		return fmt.Errorf("%w: witness decision without a witness", ErrBadRecord)
+		return chain.Hash{}, fmt.Errorf("%w: witness decision without a witness", ErrBadRecord)
 	}
-	return nil
+	return ah, nil
+}
+
+// sameStatement reports whether held is exactly the statement (head, sig).
+func sameStatement(held *protocol.Ready, head chain.Head, sig []byte) bool {
+	return held != nil && held.Head == head && bytes.Equal(held.Signature, sig)
 }
 
 // recordHashWithoutDecision is what a witness signs: the record before its decision is attached.

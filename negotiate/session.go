@@ -592,8 +592,26 @@ func (e *Engine) beginSigning(now int64, s *session, out *Output) {
 	e.signAndSend(now, s, out, nil)
 }
 
+// sendReady sends this agent's Ready in a star: the initiator sends its
+// Ready to every participant, a participant only to the initiator, so a
+// session costs O(n) Ready frames instead of O(n²). Only the initiator
+// ever holds every statement in the normal run; it commits and its
+// Commit{record} tells the others. A participant that misses the Commit
+// (or whose initiator is gone) asks every party (the resolve timer): each
+// answers with its own Ready (Status), its record (Commit) or an abort
+// certificate, so a participant can still complete the set by itself.
+// In a 2-party session both sides hold both statements at once.
+func (e *Engine) sendReady(out *Output, s *session, ready *protocol.Ready) {
+	if s.selfIdx == 0 {
+		e.sendOthers(out, s, protocol.TypeReady, ready)
+		return
+	}
+	e.send(out, s, s.initiator(), protocol.TypeReady, ready)
+}
+
 // signAndSend takes the lock and records the signed vote in one durable
-// write, then sends the Ready to every party.
+// write, then sends the Ready: the initiator's to every party, a
+// participant's to the initiator (sendReady), and to the witness if any.
 func (e *Engine) signAndSend(now int64, s *session, out *Output, before func()) {
 	s.head = e.head
 	sig := signStatement(e.key, s.agreement, s.ah, s.head)
@@ -610,7 +628,7 @@ func (e *Engine) signAndSend(now int64, s *session, out *Output, before func()) 
 	if before != nil {
 		before()
 	}
-	e.sendOthers(out, s, protocol.TypeReady, ready)
+	e.sendReady(out, s, ready)
 	if s.witness != nil {
 		e.send(out, s, s.witness.ID, protocol.TypeReady, ready)
 	}
@@ -752,13 +770,15 @@ func (e *Engine) onReady(now int64, m *Received, r *protocol.Ready, out *Output)
 		e.event(out, s, EvViolation, Event{From: m.From, Reason: "ready for another agreement of this session"})
 		return fmt.Errorf("negotiate: ready from %s: for another agreement of session %s", m.From.Short(), s.id)
 	}
+	have := s.readys[i]
+	if sameStatement(have, r.Head, r.Signature) {
+		return nil // this exact statement was verified when it was first held
+	}
 	if err := verifyStatement(s.parties[i], s.agreement, s.ah, r.Head, r.Signature); err != nil {
 		return fmt.Errorf("negotiate: ready from %s: %w", m.From.Short(), err)
 	}
-	if have := s.readys[i]; have != nil {
-		if have.Head != r.Head || !bytes.Equal(have.Signature, r.Signature) {
-			e.event(out, s, EvViolation, Event{From: m.From, Reason: "party signed twice with different heads or signatures"})
-		}
+	if have != nil {
+		e.event(out, s, EvViolation, Event{From: m.From, Reason: "party signed twice with different heads or signatures"})
 		return nil
 	}
 	s.readys[i] = r
@@ -857,13 +877,16 @@ func (e *Engine) onCommit(now int64, m *Received, c *protocol.Commit, out *Outpu
 		return nil
 	}
 	rec := &c.Record
-	if err := VerifyRecord(rec); err != nil {
+	// Statements this agent already holds for this agreement (its own, and
+	// those it verified on receipt) are not verified again; every other
+	// part of the record is.
+	ah, err := verifyRecord(rec, s.ah, s.readys)
+	if err != nil {
 		return fmt.Errorf("negotiate: commit from %s: %w", m.From.Short(), err)
 	}
 	if !sameParties(rec.Agreement.Parties, s.parties) || rec.Agreement.Session != s.id {
 		return fmt.Errorf("negotiate: commit from %s: record is for other parties or another session", m.From.Short())
 	}
-	ah := AgreementHash(&rec.Agreement)
 	if s.vote != voteSigned || ah != s.ah || rec.Heads[s.selfIdx] != s.head {
 		// A valid record needs this agent's signature, which it only gives
 		// after a durable signed vote for exactly this agreement and head.
@@ -1088,7 +1111,7 @@ func (e *Engine) resume(now int64, out *Output) {
 			// The crash may have come before the preflight left.
 			e.sendOthers(out, s, protocol.TypePreflight, &protocol.Preflight{Agreement: *s.agreement, AgreementHash: s.ah})
 		}
-		e.sendOthers(out, s, protocol.TypeReady, s.readys[s.selfIdx])
+		e.sendReady(out, s, s.readys[s.selfIdx])
 		s.resolveDelay = e.cfg.ResolveInitialMillis
 		e.arm(s, TimerResolve, now+s.resolveDelay, out)
 	}
