@@ -258,6 +258,7 @@ func NewGenesis(key *sign.PrivateKey, nowMillis int64) (*Entry, error) {
 		return nil, err
 	}
 	e.Signature = key.Sign(SignDomain, h[:])
+	rememberSigned(h, e.Signature, key.Public())
 	return e, nil
 }
 
@@ -286,6 +287,7 @@ func NewEntryAt(key *sign.PrivateKey, head Head, kind string, payload any, nowMi
 		return nil, err
 	}
 	e.Signature = key.Sign(SignDomain, h[:])
+	rememberSigned(h, e.Signature, key.Public())
 	return e, nil
 }
 

@@ -308,3 +308,46 @@ func BenchmarkGroupCommit(b *testing.B) {
 		})
 	}
 }
+
+// Apply skips re-checking only an entry signed here with the chain's own
+// key and left unchanged; a changed entry or another key's entry is
+// checked in full and refused.
+func TestApplySignedHereStillChecked(t *testing.T) {
+	key, other := testKey(t, "owner"), testKey(t, "other")
+	for _, tc := range []struct {
+		name   string
+		mutate func(c *Chain) *Entry
+		want   error
+	}{
+		{"unchanged", func(c *Chain) *Entry { return mustEntry(t, c, key, KindNote, map[string]any{"x": 1}) }, nil},
+		{"other key", func(c *Chain) *Entry {
+			e, err := NewEntryAt(other, c.Head(), KindNote, map[string]any{"x": 1}, 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return e
+		}, ErrBadSignature},
+		{"payload changed after signing", func(c *Chain) *Entry {
+			e := mustEntry(t, c, key, KindNote, map[string]any{"x": 1})
+			e.Payload = mustCBOR(t, map[string]any{"x": 2})
+			return e
+		}, ErrBadSignature},
+		{"signature changed after signing", func(c *Chain) *Entry {
+			e := mustEntry(t, c, key, KindNote, map[string]any{"x": 1})
+			e.Signature = append([]byte(nil), e.Signature...)
+			e.Signature[0] ^= 1
+			return e
+		}, ErrBadSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _ := newTestChain(t, key, 0)
+			err := c.Apply(Write{Append: tc.mutate(c)})
+			if !errors.Is(err, tc.want) && !(tc.want == nil && err == nil) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+			if tc.want != nil && c.Head().Seq != 0 {
+				t.Fatalf("refused entry moved the head to %d", c.Head().Seq)
+			}
+		})
+	}
+}

@@ -815,7 +815,12 @@ func (e *Engine) commitRecord(now int64, s *session, rec *protocol.Record, out *
 	})
 	e.head = chain.Head{Seq: entry.Seq, Hash: h}
 	e.lock = nil
-	if s.role == RoleInitiator {
+	// In a 2-party session without a witness the participant holds both
+	// statements as soon as the initiator's Ready arrives, so it commits
+	// by itself: a Commit would only cost a frame (a participant that
+	// missed the Ready gets the record by query). With more parties (star
+	// fan-out) the Commit is how participants learn the other statements.
+	if s.role == RoleInitiator && (len(s.parties) > 2 || s.witness != nil) {
 		e.sendOthers(out, s, protocol.TypeCommit, &protocol.Commit{Record: *rec})
 	}
 	e.reportFinal(s, out)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -44,6 +45,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-pace", Usage: "start sessions as fast as possible, over the per-peer frame limit"},
 			&cli.StringFlag{Name: "store", Value: bench.StoreShared, Usage: "where the chains live: shared (one file, group commit) or per-agent"},
 			&cli.StringFlag{Name: "transport", Value: bench.TransportTCP, Usage: "libp2p transport: tcp, quic or both"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the measured sessions (not start-up) to `FILE` (go tool pprof)"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "measure the heap of N idle sessions instead (pure core)"},
 		),
 		Action: benchAction,
@@ -76,6 +78,14 @@ func benchAction(c *cli.Context) error {
 	}
 	if err := opts.Validate(); err != nil {
 		return benchErr(err)
+	}
+	if path := c.String("cpuprofile"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return usageErr("--cpuprofile: %v", err)
+		}
+		defer f.Close()
+		opts.CPUProfile = f
 	}
 	fmt.Fprintf(c.App.ErrWriter, "bench: starting %d nodes on 127.0.0.1...\n", opts.Parties*opts.Pairs)
 	res, err := bench.Run(c.Context, opts)

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"time"
@@ -129,6 +131,10 @@ type Options struct {
 	// agents would; StorePerAgent gives each agent its own file, as
 	// separate `negotiate node` processes on one disk would.
 	Store string
+	// CPUProfile, if set, receives a CPU profile (pprof format) of the
+	// measured sessions only: node start-up, warm-up and the checks after
+	// the run are left out.
+	CPUProfile io.Writer
 	// Transport is the libp2p transport the nodes listen on: TransportTCP
 	// (default: TCP with Noise/TLS and yamux), TransportQUIC, or
 	// TransportBoth (libp2p then prefers QUIC).
@@ -383,7 +389,15 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if store != nil {
 		before = store.CommitStats()
 	}
+	if opts.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(opts.CPUProfile); err != nil {
+			return nil, fmt.Errorf("bench: cpu profile: %w", err)
+		}
+	}
 	samples := runAll(ctx, opts, groups, terms, rec, res)
+	if opts.CPUProfile != nil {
+		pprof.StopCPUProfile()
+	}
 	summarize(res, samples)
 	if store != nil {
 		after := store.CommitStats()
