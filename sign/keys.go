@@ -33,6 +33,7 @@ type PublicKey struct {
 	scheme *Scheme
 	raw    []byte
 	key    circl.PublicKey
+	id     AgentID // set when parsed through the key cache; else derived on demand
 }
 
 func newPrivateKey(s *Scheme, pub circl.PublicKey, priv circl.PrivateKey) (*PrivateKey, error) {
@@ -58,7 +59,10 @@ func (k *PrivateKey) Sign(domain string, msg []byte) []byte {
 	return k.scheme.impl.Sign(k.priv, domainMessage(domain, msg), nil)
 }
 
-// ParsePublicKey decodes a public key of the named scheme.
+// ParsePublicKey decodes a public key of the named scheme. Recently
+// parsed keys come from a small cache: every message a peer sends carries
+// its key, and decoding a post-quantum key (ML-DSA, the hybrid) costs more
+// than verifying an Ed25519 signature.
 func ParsePublicKey(scheme string, raw []byte) (PublicKey, error) {
 	s, err := SchemeByName(scheme)
 	if err != nil {
@@ -67,11 +71,18 @@ func ParsePublicKey(scheme string, raw []byte) (PublicKey, error) {
 	if len(raw) != s.impl.PublicKeySize() {
 		return PublicKey{}, fmt.Errorf("sign: %s public key is %d bytes, want %d", s.name, len(raw), s.impl.PublicKeySize())
 	}
+	ck := keyCacheKey{scheme: s, raw: string(raw)}
+	if p, ok := parsedKeys.get(ck); ok {
+		return p, nil
+	}
 	key, err := s.impl.UnmarshalBinaryPublicKey(raw)
 	if err != nil {
 		return PublicKey{}, fmt.Errorf("sign: parse %s public key: %w", s.name, err)
 	}
-	return PublicKey{scheme: s, raw: append([]byte(nil), raw...), key: key}, nil
+	p := PublicKey{scheme: s, raw: append([]byte(nil), raw...), key: key}
+	p.id = makeAgentID(s, p.raw)
+	parsedKeys.put(ck, p)
+	return p, nil
 }
 
 // IsZero reports whether p is the zero value (no key).
@@ -100,6 +111,9 @@ func (p PublicKey) Equal(o PublicKey) bool {
 func (p PublicKey) AgentID() AgentID {
 	if p.scheme == nil {
 		return ""
+	}
+	if p.id != "" {
+		return p.id
 	}
 	return makeAgentID(p.scheme, p.raw)
 }
