@@ -40,7 +40,9 @@ type HeapResult struct {
 }
 
 // IdleHeap measures, through the pure core, the heap that n sessions in
-// negotiation hold: an initiator engine starts n two-party sessions; every
+// negotiation hold: initiator engines (one per MaxOpenSessionsPerPeer
+// sessions, the cap one peer may hold open with an agent) start n
+// two-party sessions with one participant; every
 // proposal is really sealed, opened and stepped into a participant engine
 // that leaves it pending (no policy). The live heap (runtime.MemStats
 // HeapAlloc after a forced GC) is read before, with both engines, and after
@@ -53,10 +55,6 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadOptions, err)
 	}
-	k1, err := scheme.GenerateKey()
-	if err != nil {
-		return nil, fmt.Errorf("bench: idle: key: %w", err)
-	}
 	k2, err := scheme.GenerateKey()
 	if err != nil {
 		return nil, fmt.Errorf("bench: idle: key: %w", err)
@@ -67,43 +65,27 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 	}
 	started := time.Now()
 	base := liveHeap()
-	ini, err := negotiate.NewEngine(negotiate.CoreConfig{Key: k1, Head: chain.Head{}})
-	if err != nil {
-		return nil, err
-	}
 	par, err := negotiate.NewEngine(negotiate.CoreConfig{Key: k2, Head: chain.Head{}})
 	if err != nil {
 		return nil, err
 	}
-	parties := []protocol.Party{ini.Self(), par.Self()}
+	var inis []*negotiate.Engine
+	var k1 *sign.PrivateKey
 	now := time.Now().UnixMilli()
 	for i := 0; i < n; i++ {
-		out := ini.Step(negotiate.Input{Now: now, Start: &negotiate.Start{
-			Session: protocol.NewSessionID(), Parties: parties, Terms: terms, Deadline: now + idleDeadline.Milliseconds(),
-		}})
-		if out.Err != nil {
-			return nil, fmt.Errorf("bench: idle: start session %d: %w", i, out.Err)
+		if i%negotiate.MaxOpenSessionsPerPeer == 0 {
+			k1, err = scheme.GenerateKey()
+			if err != nil {
+				return nil, fmt.Errorf("bench: idle: key: %w", err)
+			}
+			e, err := negotiate.NewEngine(negotiate.CoreConfig{Key: k1, Head: chain.Head{}})
+			if err != nil {
+				return nil, err
+			}
+			inis = append(inis, e)
 		}
-		for _, o := range append(out.SendFirst, out.Send...) {
-			body, err := protocol.EncodeBody(o.Body)
-			if err != nil {
-				return nil, fmt.Errorf("bench: idle: encode: %w", err)
-			}
-			frame, err := protocol.Seal(k1, protocol.Message{Type: o.Type, Session: o.Session, To: o.To,
-				Nonce: protocol.NewNonce(), Expires: now + idleMessageLifetime.Milliseconds(), Body: body})
-			if err != nil {
-				return nil, fmt.Errorf("bench: idle: seal: %w", err)
-			}
-			env, err := protocol.OpenFor(frame, o.To, now)
-			if err != nil {
-				return nil, fmt.Errorf("bench: idle: open: %w", err)
-			}
-			pout := par.Step(negotiate.Input{Now: now, Message: &negotiate.Received{
-				From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
-			}})
-			if pout.Err != nil {
-				return nil, fmt.Errorf("bench: idle: participant: %w", pout.Err)
-			}
+		if err := proposeIdle(k1, inis[len(inis)-1], par, terms, now); err != nil {
+			return nil, fmt.Errorf("bench: idle: session %d: %w", i, err)
 		}
 	}
 	pending := 0
@@ -116,8 +98,8 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 		return nil, fmt.Errorf("bench: idle: %d sessions wait for a decision, want %d", pending, n)
 	}
 	both := liveHeap()
-	runtime.KeepAlive(ini)
-	ini = nil
+	runtime.KeepAlive(inis)
+	inis = nil
 	onlyPar := liveHeap()
 	runtime.KeepAlive(par)
 	res := &HeapResult{Sessions: n, Scheme: scheme.Name(), ElapsedSec: round3(time.Since(started).Seconds())}
@@ -126,6 +108,40 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 	res.ParticipantMiB = round3(float64(res.ParticipantBytes) / (1 << 20))
 	res.PerSessionBytes = round3(float64(res.ParticipantBytes) / float64(n))
 	return res, nil
+}
+
+// proposeIdle starts one two-party session at ini and delivers its
+// proposal, really sealed and opened, to par, which leaves it pending.
+func proposeIdle(key *sign.PrivateKey, ini, par *negotiate.Engine, terms []byte, now int64) error {
+	out := ini.Step(negotiate.Input{Now: now, Start: &negotiate.Start{
+		Session: protocol.NewSessionID(), Parties: []protocol.Party{ini.Self(), par.Self()}, Terms: terms,
+		Deadline: now + idleDeadline.Milliseconds(),
+	}})
+	if out.Err != nil {
+		return fmt.Errorf("start: %w", out.Err)
+	}
+	for _, o := range append(out.SendFirst, out.Send...) {
+		body, err := protocol.EncodeBody(o.Body)
+		if err != nil {
+			return fmt.Errorf("encode: %w", err)
+		}
+		frame, err := protocol.Seal(key, protocol.Message{Type: o.Type, Session: o.Session, To: o.To,
+			Nonce: protocol.NewNonce(), Expires: now + idleMessageLifetime.Milliseconds(), Body: body})
+		if err != nil {
+			return fmt.Errorf("seal: %w", err)
+		}
+		env, err := protocol.OpenFor(frame, o.To, now)
+		if err != nil {
+			return fmt.Errorf("open: %w", err)
+		}
+		pout := par.Step(negotiate.Input{Now: now, Message: &negotiate.Received{
+			From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
+		}})
+		if pout.Err != nil {
+			return fmt.Errorf("participant: %w", pout.Err)
+		}
+	}
+	return nil
 }
 
 func sub(a, b uint64) uint64 {

@@ -38,8 +38,8 @@ func main() {
 	out := flag.String("out", "docs", "directory for perf-data.json and the SVG plots")
 	sessions := flag.Int("sessions", 40, "sessions per latency point")
 	parties := flag.String("parties", "2,3,5,8,16,32", "party counts of the latency plot")
-	concs := flag.String("concurrency", "1,2,4,8,16", "concurrency levels of the throughput plot (pairs = concurrency)")
-	perConc := flag.Int("sessions-per-pair", 40, "sessions per pair in the throughput runs")
+	concs := flag.String("concurrency", "1,2,4,8,16,32,48", "concurrency levels of the throughput plot (pairs = concurrency)")
+	perConc := flag.Int("sessions-per-pair", 100, "sessions per pair in the throughput runs")
 	idle := flag.Int("idle", 10000, "idle sessions for the heap measurement")
 	flag.Parse()
 	if err := run(*out, *sessions, ints(*parties), ints(*concs), *perConc, *idle); err != nil {
@@ -63,7 +63,7 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 	ctx := context.Background()
 	d := &Data{Date: time.Now().UTC().Format(time.RFC3339), Summary: map[string]float64{}, SchemeRatio: map[string]float64{}}
 	one := func(o bench.Options) *bench.Result {
-		fmt.Fprintf(os.Stderr, "plot: parties %d, sessions %d, concurrency %d, scheme %q...", o.Parties, o.Sessions, o.Concurrency, o.Scheme)
+		fmt.Fprintf(os.Stderr, "plot: parties %d, sessions %d, concurrency %d, scheme %q, store %q...", o.Parties, o.Sessions, o.Concurrency, o.Scheme, o.Store)
 		r, err := bench.Run(ctx, o)
 		if err != nil {
 			d.Errors = append(d.Errors, err.Error())
@@ -89,6 +89,21 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 	for _, s := range []string{"ed25519", "ml-dsa-65", "ed25519-dilithium2"} {
 		if r := one(bench.Options{Parties: 2, Sessions: sessions, Scheme: s}); r != nil {
 			d.BySchemes = append(d.BySchemes, r)
+		}
+	}
+	// The same runs with one chain file per agent (no group commit across
+	// agents), for comparison with the shared store used above.
+	d.Extra = map[string]*bench.Result{}
+	for _, x := range []struct {
+		name string
+		o    bench.Options
+	}{
+		{"2party_per_agent", bench.Options{Parties: 2, Sessions: sessions, Store: bench.StorePerAgent}},
+		{"8party_per_agent", bench.Options{Parties: 8, Sessions: sessions, Store: bench.StorePerAgent}},
+		{"32pairs_per_agent", bench.Options{Parties: 2, Sessions: perConc * 32, Concurrency: 32, Store: bench.StorePerAgent}},
+	} {
+		if r := one(x.o); r != nil {
+			d.Extra[x.name] = r
 		}
 	}
 	h, err := bench.IdleHeap(idle, "ed25519")
@@ -125,7 +140,7 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 		xs = append(xs, fmt.Sprint(r.Concurrency))
 		tput, lp50 = append(tput, r.SessionsPerSec), append(lp50, r.Latency.P50)
 	}
-	tp := lineChart("Throughput vs concurrency (2 parties, pairs = concurrency, paced)", "concurrency (groups busy at once)", "sessions/s", xs,
+	tp := lineChart("Throughput vs concurrency (2 parties, pairs = concurrency, shared store)", "concurrency (groups busy at once)", "sessions/s", xs,
 		[]series{{"sessions/s", tput, "#2ca02c"}}, msLabels(lp50))
 	if err := os.WriteFile(filepath.Join(out, "perf-throughput.svg"), []byte(tp), 0o644); err != nil {
 		return err
