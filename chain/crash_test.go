@@ -35,6 +35,13 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "store" {
+		if err := childStoreAppend(os.Getenv(childPathEnv)); err != nil {
+			fmt.Fprintln(os.Stderr, "child:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if os.Getenv(childEnv) == "append" {
 		if err := childAppend(os.Getenv(childPathEnv), os.Getenv(childModeEnv)); err != nil {
 			fmt.Fprintln(os.Stderr, "child:", err)
