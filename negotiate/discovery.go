@@ -275,6 +275,11 @@ func (n hostMDNSNotifee) HandlePeerFound(ai peer.AddrInfo) {
 }
 
 // hostTriggerPublish asks the publish loop to publish now.
+// Republish asks the host to publish its agent record again now, in the
+// background: useful when peers joined after the last publish (the record
+// then reaches the peers now closest to its key) and cannot find it yet.
+func (h *Host) Republish() { h.hostTriggerPublish() }
+
 func (h *Host) hostTriggerPublish() {
 	select {
 	case h.republish <- struct{}{}:

@@ -553,7 +553,7 @@ func resolveAll(ctx context.Context, groups []*group) error {
 				go func() {
 					defer wg.Done()
 					defer func() { <-sem }()
-					if err := resolveOne(ctx, a.node.Host(), b.key.AgentID()); err != nil {
+					if err := resolveOne(ctx, a.node.Host(), b.node.Host()); err != nil {
 						mu.Lock()
 						errs = append(errs, err)
 						mu.Unlock()
@@ -566,7 +566,12 @@ func resolveAll(ctx context.Context, groups []*group) error {
 	return errors.Join(errs...)
 }
 
-func resolveOne(ctx context.Context, h *negotiate.Host, id sign.AgentID) error {
+// resolveOne waits until h resolves the agent of host target through the
+// DHT. After each failed lookup the target publishes its record again: with
+// many nodes starting at once, its first publish may have reached only the
+// peers it knew then.
+func resolveOne(ctx context.Context, h, target *negotiate.Host) error {
+	id := target.AgentID()
 	deadline := time.Now().Add(resolveTimeout)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -578,7 +583,8 @@ func resolveOne(ctx context.Context, h *negotiate.Host, id sign.AgentID) error {
 		if ctx.Err() != nil || time.Now().After(deadline) {
 			return fmt.Errorf("bench: %s cannot resolve %s: %w", h.AgentID().Short(), id.Short(), err)
 		}
-		time.Sleep(100 * time.Millisecond)
+		target.Republish()
+		time.Sleep(500 * time.Millisecond)
 	}
 }
 
