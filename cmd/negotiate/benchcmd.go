@@ -121,7 +121,7 @@ func printBench(w io.Writer, r *bench.Result) {
 	for _, q := range []struct {
 		name string
 		q    bench.Quantiles
-	}{{"latency", r.Latency}, {"  negotiation", r.Negotiation}, {"  signing", r.Signing}} {
+	}{{"latency", r.Latency}, {"  initiator", r.Initiator}, {"  negotiation", r.Negotiation}, {"  signing", r.Signing}} {
 		fmt.Fprintf(w, "  %-14s p50 %8.2f ms  p90 %8.2f ms  p99 %8.2f ms  max %8.2f ms\n", q.name, q.q.P50, q.q.P90, q.q.P99, q.q.Max)
 	}
 	f := r.Floor

@@ -217,8 +217,11 @@ type Result struct {
 	Paced          bool    `json:"paced"`
 	PaceCapPerPair float64 `json:"pace_cap_per_pair"`
 
-	// Latency is propose to committed at the initiator (Wait returned).
+	// Latency is propose to committed durably on every party's chain
+	// (the last party's commit event).
 	Latency Quantiles `json:"latency_ms"`
+	// Initiator is propose to committed at the initiator (Wait returned).
+	Initiator Quantiles `json:"initiator_ms"`
 	// Negotiation is propose to the initiator's signing phase (every party
 	// accepted and the initiator's lock and vote are durable).
 	Negotiation Quantiles `json:"negotiation_ms"`
@@ -313,7 +316,7 @@ type group struct {
 }
 
 type sample struct {
-	total, negotiation, signing time.Duration
+	total, initiator, negotiation, signing time.Duration
 	phases                      bool
 	err                         error
 }
@@ -321,19 +324,47 @@ type sample struct {
 // recorder keeps the initiators' phase times by session.
 type recorder struct {
 	mu        sync.Mutex
-	signing   map[string]time.Time
-	committed map[string]time.Time
+	signing   map[string]time.Time // initiator entered signing
+	committed map[string]time.Time // initiator committed
+	// everyone counts the parties that committed each session and keeps
+	// the time of the last; allDone is closed when every party has.
+	everyone map[string]*allCommitted
+	parties  int
 }
 
-func (r *recorder) onEvent(ev negotiate.Event) {
+type allCommitted struct {
+	n       int
+	last    time.Time
+	allDone chan struct{}
+}
+
+func (r *recorder) all(session string) *allCommitted {
+	a := r.everyone[session]
+	if a == nil {
+		a = &allCommitted{allDone: make(chan struct{})}
+		r.everyone[session] = a
+	}
+	return a
+}
+
+// onEvent records the events of one agent; initiator tells whose.
+func (r *recorder) onEvent(ev negotiate.Event, initiator bool) {
 	now := time.Now()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	switch {
-	case ev.Kind == negotiate.EvPhase && ev.Phase == negotiate.PhaseSigning:
+	case initiator && ev.Kind == negotiate.EvPhase && ev.Phase == negotiate.PhaseSigning:
 		r.signing[ev.Session] = now
 	case ev.Kind == negotiate.EvCommitted:
-		r.committed[ev.Session] = now
+		if initiator {
+			r.committed[ev.Session] = now
+		}
+		a := r.all(ev.Session)
+		a.n++
+		a.last = now
+		if a.n == r.parties {
+			close(a.allDone)
+		}
 	}
 }
 
@@ -360,7 +391,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		Scheme: scheme.Name(), Store: opts.Store, Transport: opts.Transport, Nodes: opts.Parties * opts.Pairs, CPUs: runtime.NumCPU(), Paced: !opts.NoPace,
 		PaceCapPerPair: paceSafety * benchFramesPerSecond / framesPerSessionPerPeer,
 	}
-	rec := &recorder{signing: map[string]time.Time{}, committed: map[string]time.Time{}}
+	rec := &recorder{signing: map[string]time.Time{}, committed: map[string]time.Time{}, everyone: map[string]*allCommitted{}, parties: opts.Parties}
 	setup := time.Now()
 	groups, store, closeAll, err := startGroups(ctx, opts, scheme, dir, rec)
 	if err != nil {
@@ -482,9 +513,7 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 				PeerFramesPerSecond: benchFramesPerSecond, PeerFrameBurst: benchFramesPerSecond / 10},
 			ResolveInitial: 500 * time.Millisecond, ResolveMax: 2 * time.Second,
 		}
-		if initiator {
-			cfg.OnEvent = rec.onEvent
-		}
+		cfg.OnEvent = func(ev negotiate.Event) { rec.onEvent(ev, initiator) }
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		n, err := negotiate.StartNode(sctx, cfg)
@@ -608,12 +637,23 @@ func runSession(ctx context.Context, g *group, terms []byte, timeout time.Durati
 	if err != nil {
 		return sample{err: fmt.Errorf("session %s: %w", p.ID(), err)}
 	}
-	s := sample{total: end.Sub(start)}
+	// The session counts once it is durable on every party's chain; the
+	// next session of this group starts only then.
 	rec.mu.Lock()
+	all := rec.all(p.ID())
+	rec.mu.Unlock()
+	select {
+	case <-all.allDone:
+	case <-wctx.Done():
+		return sample{err: fmt.Errorf("session %s: committed at the initiator, but not on every chain within %v", p.ID(), timeout)}
+	}
+	rec.mu.Lock()
+	s := sample{total: all.last.Sub(start), initiator: end.Sub(start)}
 	ts, okS := rec.signing[p.ID()]
 	tc, okC := rec.committed[p.ID()]
 	delete(rec.signing, p.ID())
 	delete(rec.committed, p.ID())
+	delete(rec.everyone, p.ID())
 	rec.mu.Unlock()
 	if okS && okC {
 		s.phases = true
@@ -677,7 +717,7 @@ func runAll(ctx context.Context, opts Options, groups []*group, terms []byte, re
 }
 
 func summarize(res *Result, samples []sample) {
-	var total, neg, sig []time.Duration
+	var total, ini, neg, sig []time.Duration
 	for _, s := range samples {
 		if s.err != nil {
 			res.Failed++
@@ -687,14 +727,15 @@ func summarize(res *Result, samples []sample) {
 			continue
 		}
 		res.Committed++
-		total = append(total, s.total)
+		total, ini = append(total, s.total), append(ini, s.initiator)
 		if s.phases {
 			neg = append(neg, s.negotiation)
 			sig = append(sig, s.signing)
 		}
 	}
 	res.Failed += res.Sessions - len(samples) // never started (context ended)
-	res.Latency, res.Negotiation, res.Signing = quantiles(total), quantiles(neg), quantiles(sig)
+	res.Latency, res.Initiator = quantiles(total), quantiles(ini)
+	res.Negotiation, res.Signing = quantiles(neg), quantiles(sig)
 	if res.ElapsedSec > 0 {
 		res.SessionsPerSec = round3(float64(res.Committed) / res.ElapsedSec)
 	}
