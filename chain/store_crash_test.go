@@ -20,7 +20,9 @@ import (
 // once, each from its own goroutine, so their writes are group-committed.
 const storeCrashAgents = 8
 
-func storeCrashKey(i int) (*sign.PrivateKey, error) { return deriveKey(fmt.Sprintf("store-crash-%d", i)) }
+func storeCrashKey(i int) (*sign.PrivateKey, error) {
+	return deriveKey(fmt.Sprintf("store-crash-%d", i))
+}
 
 // childStoreAppend appends to every agent's chain of the store at path
 // until killed, printing "ack <agent> <seq>" after each Apply returns.

@@ -317,8 +317,8 @@ type group struct {
 
 type sample struct {
 	total, initiator, negotiation, signing time.Duration
-	phases                      bool
-	err                         error
+	phases                                 bool
+	err                                    error
 }
 
 // recorder keeps the initiators' phase times by session.
