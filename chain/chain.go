@@ -254,6 +254,9 @@ func openError(path string, err error) error {
 // load reads the metadata, head and lock into c.
 func (c *Chain) load(tx *bolt.Tx) error {
 	meta := c.bucket(tx, bucketMeta)
+	if c.root == nil && tx.Bucket(bucketStore) != nil {
+		return fmt.Errorf("chain: %w: %s is a store of several agents' chains, not one chain file (open it with chain.OpenStore)", ErrNotChain, c.path)
+	}
 	if meta == nil || c.bucket(tx, bucketEntries) == nil || c.bucket(tx, bucketCheckpoints) == nil {
 		return fmt.Errorf("chain: %w: %s has no chain buckets: check the path or --home", ErrNotChain, c.path)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 
@@ -109,7 +110,13 @@ func TestStoreOpenErrors(t *testing.T) {
 		open func() error
 		want error
 	}{
-		{"store opened as chain", func() error { _, err := Open(storePath, Options{}); return err }, ErrNotChain},
+		{"store opened as chain", func() error {
+			_, err := Open(storePath, Options{})
+			if err != nil && !strings.Contains(err.Error(), "OpenStore") {
+				return fmt.Errorf("message does not say to use OpenStore: %v", err)
+			}
+			return err
+		}, ErrNotChain},
 		{"chain opened as store", func() error { _, err := OpenStore(chainPath, Options{}); return err }, ErrNotChain},
 		{"garbage as store", func() error { _, err := OpenStore(garbage, Options{}); return err }, ErrNotChain},
 		{"missing store", func() error { _, err := OpenStore(filepath.Join(dir, "nope"), Options{}); return err }, ErrNoChain},
