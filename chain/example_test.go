@@ -55,3 +55,38 @@ func Example() {
 	// verify: true
 	// export entries: 2 verify: true
 }
+
+// A Store keeps the chains of many agents in one file, so that their
+// durable writes share transactions (group commit). Each chain is still
+// its agent's own, with its own head, lock and checkpoints.
+func ExampleStore() {
+	dir, _ := os.MkdirTemp("", "store-example")
+	defer os.RemoveAll(dir)
+	scheme, _ := sign.SchemeByName("ed25519")
+	alice, _ := scheme.DeriveKey([]byte("alice"))
+	bob, _ := scheme.DeriveKey([]byte("bob"))
+
+	s, err := chain.CreateStore(filepath.Join(dir, "agents.db"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	ca, _ := s.Create(alice, 1_700_000_000_000)
+	cb, _ := s.Create(bob, 1_700_000_000_000)
+	e, _ := ca.NewEntry(alice, chain.KindNote, map[string]string{"text": "hello"}, 1_700_000_000_100)
+	if err := ca.Apply(chain.Write{Append: e}); err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println("alice:", ca.Length(), "entries; bob:", cb.Length())
+	s.Close()
+
+	s, _ = chain.OpenStore(filepath.Join(dir, "agents.db"), chain.Options{})
+	defer s.Close()
+	agents, _ := s.Agents()
+	again, _ := s.Chain(alice.AgentID())
+	fmt.Println("agents:", len(agents), "alice after reopen:", again.Length(), "verify:", again.Verify(chain.VerifyOptions{}) == nil)
+	// Output:
+	// alice: 2 entries; bob: 1
+	// agents: 2 alice after reopen: 2 verify: true
+}
