@@ -23,7 +23,9 @@ func benchCommand() *cli.Command {
 			"directory, runs sessions that every party accepts, and reports latency by\n" +
 			"phase, throughput and the floor unit measured in the same run (one durable\n" +
 			"chain write + one stream round trip + one signature + one verification),\n" +
-			"then verifies every chain. It does not touch your home or chain.\n\n" +
+			"then verifies every chain. It does not touch your home or chain. Latency runs\n" +
+			"from propose until the session is durable on every party's chain (the\n" +
+			"initiator's own figure is shown beside it).\n\n" +
 			"--pairs P starts P groups of --parties agents; --concurrency C keeps C groups\n" +
 			"busy at once (a group runs one session at a time: its chain lock). Sessions\n" +
 			"are paced to the per-peer frame limit unless --no-pace.\n\n" +
