@@ -377,6 +377,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	scheme, _ := sign.SchemeByName(opts.Scheme)
+	if err := ensureFDs(opts.Parties * opts.Pairs); err != nil {
+		return nil, err
+	}
 	dir := opts.Dir
 	if dir == "" {
 		d, err := os.MkdirTemp("", "negotiate-bench-")

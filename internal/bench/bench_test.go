@@ -124,3 +124,17 @@ func BenchmarkRun(b *testing.B) {
 		})
 	}
 }
+
+// A small run needs few files and passes the check; the estimate grows
+// with the nodes and is capped per node by the connection manager.
+func TestNeededFDs(t *testing.T) {
+	if err := ensureFDs(2); err != nil {
+		t.Fatalf("2 nodes: %v", err)
+	}
+	if a, b := neededFDs(10), neededFDs(100); a >= b {
+		t.Fatalf("needed files do not grow with nodes: %d, %d", a, b)
+	}
+	if got, capped := neededFDs(MaxNodes), uint64(MaxNodes*(connsPerNode+fdsPerNode)+fdsSpare); got != capped {
+		t.Fatalf("neededFDs(%d) = %d, want the per-node cap %d", MaxNodes, got, capped)
+	}
+}

@@ -1,0 +1,33 @@
+//go:build unix
+
+package bench
+
+import (
+	"fmt"
+	"syscall"
+)
+
+// ensureFDs raises this process's open-file limit to what nodes nodes
+// need, or says what to do when it cannot.
+func ensureFDs(nodes int) error {
+	need := neededFDs(nodes)
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return nil // cannot tell: let the run try
+	}
+	if lim.Cur >= need {
+		return nil
+	}
+	want := syscall.Rlimit{Cur: need, Max: max(lim.Max, need)}
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+		return nil
+	}
+	if lim.Max >= need {
+		want = syscall.Rlimit{Cur: need, Max: lim.Max}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: %d nodes need about %d open files, but this process may open %d (hard limit %d): raise it (`ulimit -n %d`, as root or in limits.conf) or use fewer --pairs or --parties",
+		ErrBadOptions, nodes, need, lim.Cur, lim.Max, need)
+}
