@@ -682,3 +682,42 @@ func TestCoreCommitVerifiesWhatItDoesNotHold(t *testing.T) {
 	n.run(60_000)
 	n.checkInvariants(id, n.nodes, StateCommitted)
 }
+
+// TestCoreTwoPartyFrames: a committed 2-party session costs 5 frames and
+// no Commit (the participant holds both statements once the initiator's
+// Ready arrives); with the initiator's Ready lost, the participant still
+// commits, by query (the initiator answers with its record).
+func TestCoreTwoPartyFrames(t *testing.T) {
+	for _, loseReady := range []bool{false, true} {
+		t.Run(fmt.Sprintf("initiator's Ready lost=%v", loseReady), func(t *testing.T) {
+			n := newCoreNet(t, "a", "b")
+			a, b := n.nodes[0], n.nodes[1]
+			b.policy = acceptAll
+			lost := false
+			n.drop = func(from, to *coreNode, typ string) bool {
+				if loseReady && !lost && from == a && typ == protocol.TypeReady {
+					lost = true
+					return true
+				}
+				return false
+			}
+			id := n.propose(a, []*coreNode{b}, terms(t, map[string]any{"deal": "two"}), 0)
+			n.run(60_000)
+			n.checkInvariants(id, n.nodes, StateCommitted)
+			if !loseReady {
+				if n.sent[protocol.TypeCommit] != 0 {
+					t.Fatalf("%d Commit frames in a 2-party session, want 0", n.sent[protocol.TypeCommit])
+				}
+				total := 0
+				for _, c := range n.sent {
+					total += c
+				}
+				if total != 5 {
+					t.Fatalf("%d frames (%v), want 5: propose, accept, preflight, two Readys", total, n.sent)
+				}
+			} else if n.sent[protocol.TypeQuery] == 0 {
+				t.Fatal("the participant committed without the initiator's Ready and without asking")
+			}
+		})
+	}
+}
