@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/muxer/yamux"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	libp2pquic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -88,6 +89,13 @@ type HostConfig struct {
 	// same peers, such as `negotiate bench`.
 	PeerFramesPerSecond float64
 	PeerFrameBurst      float64
+	// MaxConnections, when above zero, is the connection manager's high
+	// watermark: above it the host closes its least useful connections
+	// down to half (peers it protects, such as session counterparties,
+	// stay). Zero keeps libp2p's default (160 to 192). Lower it when many
+	// hosts share one machine (`negotiate bench` with many pairs), where
+	// every connection costs a file descriptor at both ends.
+	MaxConnections int
 }
 
 // DefaultListenAddrs are the listen addresses when HostConfig.Listen is
@@ -215,7 +223,16 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("negotiate: host: resource manager: %w", err)
 	}
-	lh, err := libp2p.New(
+	var extra []libp2p.Option
+	if cfg.MaxConnections > 0 {
+		cm, err := connmgr.NewConnManager(max(1, cfg.MaxConnections/2), cfg.MaxConnections, connmgr.WithGracePeriod(hostConnGracePeriod))
+		if err != nil {
+			rm.Close()
+			return nil, fmt.Errorf("negotiate: host: connection manager: %w", err)
+		}
+		extra = append(extra, libp2p.ConnectionManager(cm))
+	}
+	lh, err := libp2p.New(append([]libp2p.Option{
 		libp2p.Identity(peerKey),
 		libp2p.ListenAddrStrings(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -224,10 +241,10 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 		libp2p.Security(libp2ptls.ID, libp2ptls.New),
 		libp2p.Muxer(yamux.ID, yamux.DefaultTransport),
 		libp2p.ResourceManager(rm),
-		libp2p.UserAgent("negotiate/"+protocol.ProtocolVersion),
+		libp2p.UserAgent("negotiate/" + protocol.ProtocolVersion),
 		libp2p.DisableRelay(),
 		libp2p.DisableMetrics(),
-	)
+	}, extra...)...)
 	if err != nil {
 		rm.Close()
 		return nil, fmt.Errorf("negotiate: host: start libp2p on %v: %w", listen, err)

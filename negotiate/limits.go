@@ -65,6 +65,9 @@ const (
 
 // Unexported limits and timings of the host.
 const (
+	// hostConnGracePeriod protects a new connection from the connection
+	// manager (HostConfig.MaxConnections) while it is set up and used.
+	hostConnGracePeriod = 10 * time.Second
 	// hostSessionIdleTimeout closes an inbound session stream on which no
 	// frame arrived for this long, so idle peers do not pin goroutines.
 	hostSessionIdleTimeout = 2 * time.Minute

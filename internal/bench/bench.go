@@ -15,6 +15,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -513,7 +515,8 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 		cfg := negotiate.NodeConfig{
 			Key: a.key, Chain: a.ch, Policy: negotiate.AcceptAll, Logger: opts.Logger,
 			Host: negotiate.HostConfig{Listen: listenAddrs(opts.Transport), Bootstrap: boot, Logger: opts.Logger,
-				PeerFramesPerSecond: benchFramesPerSecond, PeerFrameBurst: benchFramesPerSecond / 10},
+				PeerFramesPerSecond: benchFramesPerSecond, PeerFrameBurst: benchFramesPerSecond / 10,
+				MaxConnections: connsPerNode},
 			ResolveInitial: 500 * time.Millisecond, ResolveMax: 2 * time.Second,
 		}
 		cfg.OnEvent = func(ev negotiate.Event) { rec.onEvent(ev, initiator) }
@@ -565,6 +568,7 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 		closeAll()
 		return nil, nil, nil, err
 	}
+	protectGroups(ctx, groups)
 	return groups, store, closeAll, nil
 }
 
@@ -596,6 +600,28 @@ func resolveAll(ctx context.Context, groups []*group) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// protectGroups keeps every agent's connections to the others of its group
+// out of reach of the connection manager: they carry the sessions, while
+// DHT connections may be trimmed.
+func protectGroups(ctx context.Context, groups []*group) {
+	for _, g := range groups {
+		for _, a := range g.agents {
+			for _, b := range g.agents {
+				if a == b {
+					continue
+				}
+				info, err := a.node.Host().Resolve(ctx, b.key.AgentID())
+				if err != nil {
+					continue // resolveAll succeeded: cached
+				}
+				if pid, err := peer.Decode(info.PeerID); err == nil {
+					a.node.Host().Libp2p().ConnManager().Protect(pid, "negotiate-bench-group")
+				}
+			}
+		}
+	}
 }
 
 // resolveOne waits until h resolves the agent of host target through the

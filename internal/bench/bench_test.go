@@ -134,7 +134,7 @@ func TestNeededFDs(t *testing.T) {
 	if a, b := neededFDs(10), neededFDs(100); a >= b {
 		t.Fatalf("needed files do not grow with nodes: %d, %d", a, b)
 	}
-	if got, capped := neededFDs(MaxNodes), uint64(MaxNodes*(connsPerNode+fdsPerNode)+fdsSpare); got != capped {
+	if got, capped := neededFDs(MaxNodes), uint64(MaxNodes*(connsPerNode*3/2+fdsPerNode)+fdsSpare); got != capped {
 		t.Fatalf("neededFDs(%d) = %d, want the per-node cap %d", MaxNodes, got, capped)
 	}
 }
