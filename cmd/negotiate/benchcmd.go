@@ -73,10 +73,19 @@ func benchAction(c *cli.Context) error {
 		return nil
 	}
 	progress := progressBar(c.App.ErrWriter, "bench sessions")
+	stages := map[string]func(done, total int){}
+	setupProgress := func(stage string, done, total int) {
+		bar := stages[stage]
+		if bar == nil {
+			bar = progressBar(c.App.ErrWriter, "bench "+stage)
+			stages[stage] = bar
+		}
+		bar(done, total)
+	}
 	opts := bench.Options{
 		Parties: c.Int("parties"), Sessions: c.Int("sessions"), Concurrency: c.Int("concurrency"),
 		Pairs: c.Int("pairs"), Scheme: c.String("scheme"), SessionTimeout: c.Duration("timeout"),
-		NoPace: c.Bool("no-pace"), Progress: progress, Store: c.String("store"), Transport: c.String("transport"),
+		NoPace: c.Bool("no-pace"), Progress: progress, SetupProgress: setupProgress, Store: c.String("store"), Transport: c.String("transport"),
 	}
 	if err := opts.Validate(); err != nil {
 		return benchErr(err)

@@ -115,6 +115,11 @@ type Options struct {
 	Scheme string
 	// Progress, if set, is called after each measured session.
 	Progress func(done, total int)
+	// SetupProgress, if set, is called as the run gets ready: stage "nodes"
+	// as each node starts, "peers" as each group has resolved its agents
+	// through the DHT, "warm-up" after each group's warm-up session. Calls
+	// are serialized.
+	SetupProgress func(stage string, done, total int)
 	// Dir holds the chain files; empty means a temporary directory that is
 	// removed afterwards.
 	Dir string
@@ -398,7 +403,8 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	rec := &recorder{signing: map[string]time.Time{}, committed: map[string]time.Time{}, everyone: map[string]*allCommitted{}, parties: opts.Parties}
 	setup := time.Now()
-	groups, store, closeAll, err := startGroups(ctx, opts, scheme, dir, rec)
+	setupRep := newSetupReporter(opts.SetupProgress)
+	groups, store, closeAll, err := startGroups(ctx, opts, scheme, dir, rec, setupRep)
 	if err != nil {
 		return nil, err
 	}
@@ -413,6 +419,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		if s := runSession(ctx, g, terms, opts.SessionTimeout, rec); s.err != nil {
 			return nil, fmt.Errorf("bench: warm-up session: %w", s.err)
 		}
+		setupRep.step("warm-up", len(groups))
 	}
 	res.SetupSec = time.Since(setup).Seconds()
 	floor, err := measureFloor(ctx, dir, scheme, groups[0])
@@ -453,7 +460,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 
 // startGroups creates the chains and starts the nodes; every agent of a
 // group resolves every other one before it returns.
-func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir string, rec *recorder) ([]*group, *chain.Store, func(), error) {
+func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir string, rec *recorder, rep *setupReporter) ([]*group, *chain.Store, func(), error) {
 	var mu sync.Mutex
 	var all []*agent
 	var store *chain.Store
@@ -529,6 +536,7 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 		mu.Lock()
 		a.node = n
 		mu.Unlock()
+		rep.step("nodes", opts.Parties*opts.Pairs)
 		return nil
 	}
 	if err := start(flat[0], true, nil); err != nil {
@@ -564,7 +572,7 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 		closeAll()
 		return nil, nil, nil, err
 	}
-	if err := resolveAll(ctx, groups); err != nil {
+	if err := resolveAll(ctx, groups, rep); err != nil {
 		closeAll()
 		return nil, nil, nil, err
 	}
@@ -573,21 +581,24 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 }
 
 // resolveAll waits until every agent resolves every other agent of its group.
-func resolveAll(ctx context.Context, groups []*group) error {
+func resolveAll(ctx context.Context, groups []*group, rep *setupReporter) error {
 	sem := make(chan struct{}, 8)
 	var mu sync.Mutex
 	var errs []error
-	var wg sync.WaitGroup
+	var wg, reported sync.WaitGroup
 	for _, g := range groups {
+		var gwg sync.WaitGroup
 		for _, a := range g.agents {
 			for _, b := range g.agents {
 				if a == b {
 					continue
 				}
 				wg.Add(1)
+				gwg.Add(1)
 				sem <- struct{}{}
 				go func() {
 					defer wg.Done()
+					defer gwg.Done()
 					defer func() { <-sem }()
 					if err := resolveOne(ctx, a.node.Host(), b.node.Host()); err != nil {
 						mu.Lock()
@@ -597,9 +608,38 @@ func resolveAll(ctx context.Context, groups []*group) error {
 				}()
 			}
 		}
+		reported.Add(1)
+		go func() {
+			defer reported.Done()
+			gwg.Wait()
+			rep.step("peers", len(groups))
+		}()
 	}
 	wg.Wait()
+	reported.Wait()
 	return errors.Join(errs...)
+}
+
+// setupReporter serializes SetupProgress calls from concurrent work.
+type setupReporter struct {
+	mu   sync.Mutex
+	fn   func(stage string, done, total int)
+	done map[string]int
+}
+
+func newSetupReporter(fn func(stage string, done, total int)) *setupReporter {
+	return &setupReporter{fn: fn, done: map[string]int{}}
+}
+
+// step counts one more unit of stage done, out of total.
+func (r *setupReporter) step(stage string, total int) {
+	if r == nil || r.fn == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.done[stage]++
+	r.fn(stage, r.done[stage], total)
 }
 
 // protectGroups keeps every agent's connections to the others of its group

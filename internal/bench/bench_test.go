@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,12 +20,18 @@ func TestRunTiny(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var calls, last int
+	var setupMu sync.Mutex
+	setup := map[string][2]int{} // stage -> last done, total
 	res, err := Run(ctx, Options{Parties: 2, Sessions: 5, Dir: t.TempDir(), Progress: func(done, total int) {
 		calls++
 		last = done
 		if total != 5 {
 			t.Errorf("progress total %d, want 5", total)
 		}
+	}, SetupProgress: func(stage string, done, total int) {
+		setupMu.Lock()
+		setup[stage] = [2]int{done, total}
+		setupMu.Unlock()
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -40,6 +47,11 @@ func TestRunTiny(t *testing.T) {
 		{"committed == 5", res.Committed == 5},
 		{"failed == 0", res.Failed == 0},
 		{"progress called 5 times up to 5", calls == 5 && last == 5},
+		{"setup progress reached nodes 2/2, peers 1/1, warm-up 1/1", func() bool {
+			setupMu.Lock()
+			defer setupMu.Unlock()
+			return setup["nodes"] == [2]int{2, 2} && setup["peers"] == [2]int{1, 1} && setup["warm-up"] == [2]int{1, 1}
+		}()},
 		{"p50 > 0", res.Latency.P50 > 0},
 		{"p50 <= p90 <= p99 <= max", res.Latency.P50 <= res.Latency.P90 && res.Latency.P90 <= res.Latency.P99 && res.Latency.P99 <= res.Latency.Max},
 		{"phases timed for every session", res.Negotiation.N == 5 && res.Signing.N == 5},
