@@ -98,18 +98,33 @@ func seqKey(seq uint64) []byte {
 // entry for key, and returns it opened for writing. It refuses to touch an
 // existing file.
 func Create(path string, key *sign.PrivateKey, nowMillis int64) (*Chain, error) {
-	genesis, err := NewGenesis(key, nowMillis)
+	g, err := newGenesisRecords(key, nowMillis)
 	if err != nil {
 		return nil, err
 	}
-	raw, err := genesis.Marshal()
+	db, err := createFile(path, "open it instead, or move it away to start a new chain")
 	if err != nil {
 		return nil, err
 	}
+	err = db.Update(func(tx *bolt.Tx) error { return initChain(tx, key, g) })
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		db.Close()
+		os.Remove(path)
+		return nil, fmt.Errorf("chain: create %s: %w", path, err)
+	}
+	return &Chain{db: db, path: path, pub: key.Public(), agent: key.AgentID(), head: g.head, commits: newCommitter(db)}, nil
+}
+
+// createFile makes a new bbolt file at path (mode 0600), refusing to touch
+// an existing one; ifExists tells the user what to do then.
+func createFile(path, ifExists string) (*bolt.DB, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("chain: %w: %s already exists: open it instead, or move it away to start a new chain", ErrExists, path)
+			return nil, fmt.Errorf("chain: %w: %s already exists: %s", ErrExists, path, ifExists)
 		}
 		return nil, fmt.Errorf("chain: create %s: %w", path, err)
 	}
@@ -119,26 +134,31 @@ func Create(path string, key *sign.PrivateKey, nowMillis int64) (*Chain, error) 
 		os.Remove(path)
 		return nil, openError(path, err)
 	}
+	return db, nil
+}
+
+// genesisRecords is what a new chain starts with: its genesis entry,
+// encoded, and the head it makes.
+type genesisRecords struct {
+	raw, headRaw []byte
+	head         Head
+}
+
+func newGenesisRecords(key *sign.PrivateKey, nowMillis int64) (*genesisRecords, error) {
+	genesis, err := NewGenesis(key, nowMillis)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := genesis.Marshal()
+	if err != nil {
+		return nil, err
+	}
 	head := Head{Seq: 0, Hash: genesis.Hash()}
 	headRaw, err := encMode.Marshal(head)
 	if err != nil {
-		db.Close()
-		os.Remove(path)
 		return nil, fmt.Errorf("chain: encode head: %w", err)
 	}
-	pub := key.Public()
-	err = db.Update(func(tx *bolt.Tx) error { return initChain(tx, key, raw, headRaw) })
-	if err != nil {
-		db.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("chain: create %s: write genesis: %w", path, err)
-	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
-		db.Close()
-		os.Remove(path)
-		return nil, fmt.Errorf("chain: create %s: %w", path, err)
-	}
-	return &Chain{db: db, path: path, pub: pub, agent: key.AgentID(), head: head, commits: newCommitter(db)}, nil
+	return &genesisRecords{raw: raw, headRaw: headRaw, head: head}, nil
 }
 
 // bucketParent is a bbolt transaction or bucket: where a chain's buckets go.
@@ -147,8 +167,8 @@ type bucketParent interface {
 }
 
 // initChain creates a chain's buckets under parent and writes its metadata
-// and the genesis entry (raw) with its head (headRaw).
-func initChain(parent bucketParent, key *sign.PrivateKey, raw, headRaw []byte) error {
+// and its genesis entry and head.
+func initChain(parent bucketParent, key *sign.PrivateKey, g *genesisRecords) error {
 	pub := key.Public()
 	meta, err := parent.CreateBucket(bucketMeta)
 	if err != nil {
@@ -166,13 +186,13 @@ func initChain(parent bucketParent, key *sign.PrivateKey, raw, headRaw []byte) e
 		{keyAgentID, []byte(key.AgentID())},
 		{keyScheme, []byte(pub.SchemeName())},
 		{keyPublicKey, pub.Bytes()},
-		{keyHead, headRaw},
+		{keyHead, g.headRaw},
 	} {
 		if err := meta.Put(kv[0], kv[1]); err != nil {
 			return err
 		}
 	}
-	return entries.Put(seqKey(0), raw)
+	return entries.Put(seqKey(0), g.raw)
 }
 
 // syncDir makes a new file's directory entry durable.
@@ -192,10 +212,29 @@ func syncDir(dir string) error {
 // fails with ErrHeldByOther after opts.Timeout. A file that is not a chain
 // fails with ErrNotChain and is left unchanged.
 func Open(path string, opts Options) (*Chain, error) {
+	db, err := openFile(path, opts, "run `negotiate init` first, or check --home")
+	if err != nil {
+		return nil, err
+	}
+	c := &Chain{db: db, path: path, readOnly: opts.ReadOnly, commits: newCommitter(db)}
+	if err := db.View(c.load); err != nil {
+		db.Close()
+		if errors.Is(err, ErrNotChain) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("chain: open %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// openFile opens an existing bbolt file (a chain file or a store) after
+// checking it is a non-empty regular file; ifMissing tells the user what to
+// do when there is none.
+func openFile(path string, opts Options, ifMissing string) (*bolt.DB, error) {
 	st, err := os.Stat(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("chain: %w at %s: run `negotiate init` first, or check --home", ErrNoChain, path)
+			return nil, fmt.Errorf("chain: %w at %s: %s", ErrNoChain, path, ifMissing)
 		}
 		return nil, fmt.Errorf("chain: open %s: %w", path, err)
 	}
@@ -214,15 +253,7 @@ func Open(path string, opts Options) (*Chain, error) {
 	if err != nil {
 		return nil, openError(path, err)
 	}
-	c := &Chain{db: db, path: path, readOnly: opts.ReadOnly, commits: newCommitter(db)}
-	if err := db.View(c.load); err != nil {
-		db.Close()
-		if errors.Is(err, ErrNotChain) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("chain: open %s: %w", path, err)
-	}
-	return c, nil
+	return db, nil
 }
 
 // OpenReadOnly opens a chain for reading with the default timeout.

@@ -37,7 +37,8 @@ func rememberSigned(h Hash, sig []byte, pub sign.PublicKey) {
 			break
 		}
 	}
-	signedHere.m[h] = signedMark{sig: sig, pub: pub.Bytes()}
+	// A copy: the caller may change the entry's signature bytes in place.
+	signedHere.m[h] = signedMark{sig: bytes.Clone(sig), pub: pub.Bytes()}
 }
 
 // takeSigned reports whether entry hash h with signature sig was signed in

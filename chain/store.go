@@ -3,7 +3,6 @@ package chain
 import (
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -48,18 +47,9 @@ type Store struct {
 // CreateStore makes a new, empty store file at path (mode 0600) and opens
 // it for writing. It refuses to touch an existing file.
 func CreateStore(path string) (*Store, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, fileMode)
+	db, err := createFile(path, "open it with OpenStore, or move it away")
 	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("chain: %w: %s already exists: open it with OpenStore, or move it away", ErrExists, path)
-		}
-		return nil, fmt.Errorf("chain: create store %s: %w", path, err)
-	}
-	f.Close()
-	db, err := bolt.Open(path, fileMode, &bolt.Options{Timeout: DefaultOpenTimeout})
-	if err != nil {
-		os.Remove(path)
-		return nil, openError(path, err)
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		st, err := tx.CreateBucket(bucketStore)
@@ -86,23 +76,9 @@ func CreateStore(path string) (*Store, error) {
 // ErrHeldByOther after opts.Timeout if another process has it, and with
 // ErrNotChain (changing nothing) if the file is not a store.
 func OpenStore(path string, opts Options) (*Store, error) {
-	st, err := os.Stat(path)
+	db, err := openFile(path, opts, "create the store first")
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("chain: %w: no store at %s: create it first", ErrNoChain, path)
-		}
-		return nil, fmt.Errorf("chain: open store %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() || st.Size() == 0 {
-		return nil, fmt.Errorf("chain: %w: %s is not a store file", ErrNotChain, path)
-	}
-	timeout := opts.Timeout
-	if timeout <= 0 {
-		timeout = DefaultOpenTimeout
-	}
-	db, err := openBolt(path, &bolt.Options{Timeout: timeout, ReadOnly: opts.ReadOnly})
-	if err != nil {
-		return nil, openError(path, err)
+		return nil, err
 	}
 	err = db.View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketStore)
@@ -131,18 +107,9 @@ func (s *Store) Create(key *sign.PrivateKey, nowMillis int64) (*Chain, error) {
 	if s.readOnly {
 		return nil, fmt.Errorf("chain: %w: store %s", ErrReadOnly, s.path)
 	}
-	genesis, err := NewGenesis(key, nowMillis)
+	g, err := newGenesisRecords(key, nowMillis)
 	if err != nil {
 		return nil, err
-	}
-	raw, err := genesis.Marshal()
-	if err != nil {
-		return nil, err
-	}
-	head := Head{Seq: 0, Hash: genesis.Hash()}
-	headRaw, err := encMode.Marshal(head)
-	if err != nil {
-		return nil, fmt.Errorf("chain: encode head: %w", err)
 	}
 	id := key.AgentID()
 	s.mu.Lock()
@@ -156,7 +123,7 @@ func (s *Store) Create(key *sign.PrivateKey, nowMillis int64) (*Chain, error) {
 		if err != nil {
 			return err
 		}
-		return initChain(agent, key, raw, headRaw)
+		return initChain(agent, key, g)
 	})
 	if err != nil {
 		if errors.Is(err, ErrExists) {
@@ -165,7 +132,7 @@ func (s *Store) Create(key *sign.PrivateKey, nowMillis int64) (*Chain, error) {
 		return nil, fmt.Errorf("chain: store %s: create chain of %s: %w", s.path, id.Short(), err)
 	}
 	c := s.newChain(id)
-	c.pub, c.agent, c.head = key.Public(), id, head
+	c.pub, c.agent, c.head = key.Public(), id, g.head
 	s.chains[id] = c
 	return c, nil
 }

@@ -339,6 +339,11 @@ func TestApplySignedHereStillChecked(t *testing.T) {
 			e.Payload = mustCBOR(t, map[string]any{"x": 2})
 			return e
 		}, ErrBadSignature},
+		{"signature bytes changed in place after signing", func(c *Chain) *Entry {
+			e := mustEntry(t, c, key, KindNote, map[string]any{"x": 1})
+			e.Signature[0] ^= 1
+			return e
+		}, ErrBadSignature},
 		{"signature changed after signing", func(c *Chain) *Entry {
 			e := mustEntry(t, c, key, KindNote, map[string]any{"x": 1})
 			e.Signature = append([]byte(nil), e.Signature...)

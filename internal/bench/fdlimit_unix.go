@@ -18,15 +18,11 @@ func ensureFDs(nodes int) error {
 	if lim.Cur >= need {
 		return nil
 	}
+	// Within the hard limit anyone may raise the soft one; above it only a
+	// privileged process may raise both.
 	want := syscall.Rlimit{Cur: need, Max: max(lim.Max, need)}
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
 		return nil
-	}
-	if lim.Max >= need {
-		want = syscall.Rlimit{Cur: need, Max: lim.Max}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err == nil {
-			return nil
-		}
 	}
 	return fmt.Errorf("%w: %d nodes need about %d open files, but this process may open %d (hard limit %d): raise it (`ulimit -n %d`, as root or in limits.conf) or use fewer --pairs or --parties",
 		ErrBadOptions, nodes, need, lim.Cur, lim.Max, need)
