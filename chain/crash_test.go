@@ -52,6 +52,31 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// startChild re-executes the test binary as a child with env added, and
+// returns it with its stdout lines (the channel closes when it exits).
+func startChild(t *testing.T, env ...string) (*exec.Cmd, <-chan string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lines := make(chan string, 4096)
+	go func() {
+		defer close(lines)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+	}()
+	return cmd, lines
+}
+
 func deriveKey(seed string) (*sign.PrivateKey, error) {
 	s, err := sign.SchemeByName(sign.DefaultScheme)
 	if err != nil {
@@ -150,24 +175,7 @@ func TestCrashKill9(t *testing.T) {
 		if run%3 == 2 {
 			mode = "batch"
 		}
-		cmd := exec.Command(os.Args[0], "-test.run=^$")
-		cmd.Env = append(os.Environ(), childEnv+"=append", childPathEnv+"="+path, childModeEnv+"="+mode)
-		cmd.Stderr = os.Stderr
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		lines := make(chan string, 1024)
-		go func() {
-			defer close(lines)
-			sc := bufio.NewScanner(out)
-			for sc.Scan() {
-				lines <- sc.Text()
-			}
-		}()
+		cmd, lines := startChild(t, childEnv+"=append", childPathEnv+"="+path, childModeEnv+"="+mode)
 		var acked []uint64
 		read := func(l string) {
 			if s, ok := strings.CutPrefix(l, "ack "); ok {
