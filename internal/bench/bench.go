@@ -576,47 +576,51 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 		closeAll()
 		return nil, nil, nil, err
 	}
-	protectGroups(ctx, groups)
 	return groups, store, closeAll, nil
 }
 
-// resolveAll waits until every agent resolves every other agent of its group.
+// resolveAll waits until every agent resolves every other agent of its
+// group, and protects its connections to them from the connection
+// manager: they carry the sessions, while DHT connections may be trimmed.
 func resolveAll(ctx context.Context, groups []*group, rep *setupReporter) error {
 	sem := make(chan struct{}, 8)
 	var mu sync.Mutex
 	var errs []error
-	var wg, reported sync.WaitGroup
-	for _, g := range groups {
-		var gwg sync.WaitGroup
+	left := make([]int, len(groups)) // lookups still running, by group
+	var wg sync.WaitGroup
+	for gi, g := range groups {
+		left[gi] = len(g.agents) * (len(g.agents) - 1)
 		for _, a := range g.agents {
 			for _, b := range g.agents {
 				if a == b {
 					continue
 				}
 				wg.Add(1)
-				gwg.Add(1)
 				sem <- struct{}{}
 				go func() {
 					defer wg.Done()
-					defer gwg.Done()
 					defer func() { <-sem }()
-					if err := resolveOne(ctx, a.node.Host(), b.node.Host()); err != nil {
-						mu.Lock()
+					info, err := resolveOne(ctx, a.node.Host(), b.node.Host())
+					if err == nil {
+						if pid, perr := peer.Decode(info.PeerID); perr == nil {
+							a.node.Host().Libp2p().ConnManager().Protect(pid, "negotiate-bench-group")
+						}
+					}
+					mu.Lock()
+					if err != nil {
 						errs = append(errs, err)
-						mu.Unlock()
+					}
+					left[gi]--
+					groupDone := left[gi] == 0
+					mu.Unlock()
+					if groupDone {
+						rep.step("peers", len(groups))
 					}
 				}()
 			}
 		}
-		reported.Add(1)
-		go func() {
-			defer reported.Done()
-			gwg.Wait()
-			rep.step("peers", len(groups))
-		}()
 	}
 	wg.Wait()
-	reported.Wait()
 	return errors.Join(errs...)
 }
 
@@ -642,44 +646,22 @@ func (r *setupReporter) step(stage string, total int) {
 	r.fn(stage, r.done[stage], total)
 }
 
-// protectGroups keeps every agent's connections to the others of its group
-// out of reach of the connection manager: they carry the sessions, while
-// DHT connections may be trimmed.
-func protectGroups(ctx context.Context, groups []*group) {
-	for _, g := range groups {
-		for _, a := range g.agents {
-			for _, b := range g.agents {
-				if a == b {
-					continue
-				}
-				info, err := a.node.Host().Resolve(ctx, b.key.AgentID())
-				if err != nil {
-					continue // resolveAll succeeded: cached
-				}
-				if pid, err := peer.Decode(info.PeerID); err == nil {
-					a.node.Host().Libp2p().ConnManager().Protect(pid, "negotiate-bench-group")
-				}
-			}
-		}
-	}
-}
-
 // resolveOne waits until h resolves the agent of host target through the
 // DHT. After each failed lookup the target publishes its record again: with
 // many nodes starting at once, its first publish may have reached only the
 // peers it knew then.
-func resolveOne(ctx context.Context, h, target *negotiate.Host) error {
+func resolveOne(ctx context.Context, h, target *negotiate.Host) (*protocol.AgentInfo, error) {
 	id := target.AgentID()
 	deadline := time.Now().Add(resolveTimeout)
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := h.Resolve(rctx, id)
+		info, err := h.Resolve(rctx, id)
 		cancel()
 		if err == nil {
-			return nil
+			return info, nil
 		}
 		if ctx.Err() != nil || time.Now().After(deadline) {
-			return fmt.Errorf("bench: %s cannot resolve %s: %w", h.AgentID().Short(), id.Short(), err)
+			return nil, fmt.Errorf("bench: %s cannot resolve %s: %w", h.AgentID().Short(), id.Short(), err)
 		}
 		target.Republish()
 		time.Sleep(500 * time.Millisecond)
