@@ -11,18 +11,25 @@ import (
 	"github.com/negotiate-dev/negotiate/negotiate"
 )
 
-// TestRunTiny runs a real two-party bench of five sessions and checks
-// that the figures are sane and the chains sound.
+// TestRunTiny runs a real two-party bench of five sessions, with the
+// shared store and with a file per agent, and checks that the figures are
+// sane and the chains sound.
 func TestRunTiny(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real nodes")
 	}
+	for _, store := range []string{StoreShared, StorePerAgent} {
+		t.Run(store, func(t *testing.T) { runTiny(t, store) })
+	}
+}
+
+func runTiny(t *testing.T, store string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var calls, last int
 	var setupMu sync.Mutex
 	setup := map[string][2]int{} // stage -> last done, total
-	res, err := Run(ctx, Options{Parties: 2, Sessions: 5, Dir: t.TempDir(), Progress: func(done, total int) {
+	res, err := Run(ctx, Options{Parties: 2, Sessions: 5, Store: store, Dir: t.TempDir(), Progress: func(done, total int) {
 		calls++
 		last = done
 		if total != 5 {
@@ -61,6 +68,11 @@ func TestRunTiny(t *testing.T) {
 		{"ratio > 0", res.P50FloorRatio > 0},
 		{"sessions/s > 0", res.SessionsPerSec > 0},
 		{"both chains verified, no lock", res.ChainsVerified == 2 && res.LocksLeft == 0 && len(res.ChainsBroken) == 0},
+		{"store reported", res.Store == store},
+		{"group-commit factor only with the shared store", (res.WritesPerCommit >= 1) == (store == StoreShared)},
+		// Each session counts until its last chain is durable, which is no
+		// sooner than the initiator's own commit (negotiation + signing).
+		{"every chain durable no sooner than the initiator's commit", res.Initiator.N == 5 && res.Latency.Mean >= res.Negotiation.Mean+res.Signing.Mean-0.002},
 	}
 	for _, c := range checks {
 		if !c.ok {
