@@ -33,6 +33,7 @@ type checkpointData struct {
 	Refusals  []refusal           `cbor:"refusals,omitempty"`
 	Since     int64               `cbor:"since"`
 	Started   int64               `cbor:"started"`
+	Offer     bool                `cbor:"offer,omitempty"`
 }
 
 type refusal struct {
@@ -45,7 +46,7 @@ func (e *Engine) checkpoint(s *session) []byte {
 		V: checkpointVersion, Role: s.role, Parties: s.parties, Deadline: s.deadline, Round: s.round,
 		Agreement: s.agreement, Vote: s.vote, Head: s.head, Final: s.final, Reason: s.reason,
 		Busy: s.busy, Tombstone: s.tombstone, Receipt: s.receipt, AbortCert: s.abortCert,
-		Since: s.since, Started: s.startedAt,
+		Since: s.since, Started: s.startedAt, Offer: s.offer,
 	}
 	if s.vote == voteSigned {
 		cp.Ready = s.readys[s.selfIdx]
@@ -70,7 +71,7 @@ func restoreSession(e *Engine, id string, b []byte) (*session, error) {
 	s := e.newSession(id, cp.Role, cp.Parties, cp.Started)
 	s.deadline, s.round, s.agreement, s.vote, s.head = cp.Deadline, cp.Round, cp.Agreement, cp.Vote, cp.Head
 	s.final, s.reason, s.busy, s.tombstone = cp.Final, cp.Reason, cp.Busy, cp.Tombstone
-	s.receipt, s.abortCert, s.since = cp.Receipt, cp.AbortCert, cp.Since
+	s.receipt, s.abortCert, s.since, s.offer = cp.Receipt, cp.AbortCert, cp.Since, cp.Offer
 	if s.agreement != nil {
 		s.ah = AgreementHash(s.agreement)
 		s.terms, s.termsHash = s.agreement.Terms, s.agreement.TermsHash

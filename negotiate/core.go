@@ -132,6 +132,10 @@ type Start struct {
 	Deadline  int64 // unix ms
 	MaxRounds uint32
 	Witness   *protocol.Party
+	// Offer makes it a signed offer: the initiator signs the terms at once
+	// (one round, no counter, no witness) and a participant's accept is its
+	// signature; see offer.go.
+	Offer bool
 }
 
 // Received is a verified message from a peer.

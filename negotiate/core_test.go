@@ -39,6 +39,7 @@ type coreNode struct {
 	outcomes map[string]*Outcome
 	events   []Event
 	errs     []error
+	writes   []chain.Write // every durable write, in order
 }
 
 type coreMsg struct {
@@ -105,6 +106,7 @@ func (n *coreNet) step(nd *coreNode, in Input) Output {
 		if err := nd.ch.Apply(w); err != nil {
 			n.t.Fatalf("%s: persist: %v", nd.name, err)
 		}
+		nd.writes = append(nd.writes, w)
 	}
 	for _, o := range append(out.SendFirst, out.Send...) {
 		frame := o.Frame

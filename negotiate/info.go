@@ -24,7 +24,8 @@ type SessionInfo struct {
 	Started    int64                          `json:"started"`
 	Since      int64                          `json:"since"` // when the current phase began
 	Pending    bool                           `json:"decision_pending"`
-	Counter    cbor.RawMessage                `json:"-"` // initiator: terms of a counter waiting for a decision
+	Offer      bool                           `json:"offer,omitempty"` // a signed offer: accept or reject, no counter
+	Counter    cbor.RawMessage                `json:"-"`               // initiator: terms of a counter waiting for a decision
 	CounterBy  sign.AgentID                   `json:"counter_by,omitempty"`
 	Vote       string                         `json:"vote,omitempty"`
 	WaitingOn  []sign.AgentID                 `json:"waiting_on"`
@@ -63,6 +64,7 @@ func (e *Engine) info(s *session) SessionInfo {
 		Parties: partyIDs(s.parties), Terms: s.terms, Deadline: s.deadline, Started: s.startedAt,
 		Since: s.since, Pending: s.pending || s.counter != nil, Vote: string(s.vote),
 		WaitingOn: e.waitingOn(s), Last: make(map[sign.AgentID]PartyActivity, len(s.last)), Reason: s.reason,
+		Offer: s.offer,
 	}
 	if len(s.parties) > 0 {
 		in.Initiator = s.parties[0].ID

@@ -315,6 +315,10 @@ func (n *Node) applyPolicy(ev Event) {
 		return
 	}
 	d.Session = ev.Session
+	if p.Offer && d.Action == ActCounter {
+		// A signed offer cannot be countered: the policy's terms differ.
+		d = Decision{Session: ev.Session, Action: ActReject, Reason: "the policy would counter; a signed offer takes no counter"}
+	}
 	if err := n.step(Input{Decision: &d}); err != nil {
 		n.log.Warn("policy decision refused", "session", ev.Session, "action", d.Action, "err", err)
 	}
@@ -328,6 +332,7 @@ func proposalFromEvent(ev Event, info SessionInfo) (Proposal, error) {
 	return Proposal{
 		Session: ev.Session, Kind: ev.Kind, Role: info.Role, From: ev.From, Initiator: info.Initiator,
 		Parties: info.Parties, Round: ev.Round, MaxRounds: info.MaxRounds, Terms: m, RawTerms: ev.Terms,
+		Offer: info.Offer,
 	}, nil
 }
 
@@ -466,6 +471,11 @@ type ProposeOptions struct {
 	// Witness, if set, names a witness agent that decides commit or abort
 	// first-come, so the session ends while the witness is reachable.
 	Witness sign.AgentID
+	// Offer makes the proposal a signed offer: this agent signs the terms
+	// at once (its chain stays locked until every participant answered),
+	// a participant accepts by signing or rejects, and a 2-party session
+	// commits in one round trip (two frames). No counter, no witness.
+	Offer bool
 }
 
 // Pending is a session this node proposed or takes part in.
@@ -533,7 +543,7 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawM
 	id := protocol.NewSessionID()
 	deadline := start.Add(opts.Timeout).UnixMilli()
 	defer n.crash(CrashNegotiating, id, false)
-	if err := n.step(Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: deadline, MaxRounds: opts.MaxRounds, Witness: witness}}); err != nil {
+	if err := n.step(Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: deadline, MaxRounds: opts.MaxRounds, Witness: witness, Offer: opts.Offer}}); err != nil {
 		return nil, err
 	}
 	return &Pending{n: n, id: id}, nil

@@ -35,6 +35,9 @@ type Proposal struct {
 	MaxRounds uint32
 	Terms     map[string]any // decoded terms (CBOR decoded: ints as int64/uint64, floats, strings, bools)
 	RawTerms  cbor.RawMessage
+	// Offer: a signed offer, which takes accept or reject only (a counter
+	// decision is turned into a reject).
+	Offer bool
 }
 
 // Policy decides proposals and counters. ok=false leaves the decision to the user (inbox / API).

@@ -67,6 +67,7 @@ type session struct {
 	terms     cbor.RawMessage
 	termsHash chain.Hash
 	pending   bool         // participant: a decision is pending for round
+	offer     bool         // a signed offer: one round, the initiator signed first
 	accepted  bool         // participant: accepted round's terms
 	answers   map[int]any  // initiator: *protocol.Accept or *protocol.Counter per party index, this round
 	counter   *counterWait // initiator: a counter waits for the app
@@ -210,9 +211,22 @@ func (e *Engine) start(now int64, st *Start, out *Output) error {
 	if e.openSessions() >= MaxOpenSessions {
 		return fmt.Errorf("negotiate: propose: %d sessions are open, the limit: wait for some to end", MaxOpenSessions)
 	}
+	if st.Offer {
+		if st.Witness != nil {
+			return fmt.Errorf("negotiate: offer: a signed offer cannot name a witness; propose without the offer option to use one")
+		}
+		if e.lock != nil {
+			return fmt.Errorf("negotiate: offer: %w: this agent's chain is locked by session %s; offer again when it ends", ErrBusy, e.lock.Session)
+		}
+		maxRounds = 1
+	}
 	s := e.newSession(st.Session, RoleInitiator, append([]protocol.Party(nil), st.Parties...), now)
 	s.deadline, s.maxRounds, s.witness = st.Deadline, maxRounds, st.Witness
 	e.sessions[s.id] = s
+	if st.Offer {
+		e.startOffer(now, s, terms, out)
+		return nil
+	}
 	e.arm(s, TimerDeadline, s.deadline, out)
 	e.proposeRound(now, s, terms, out)
 	return nil
@@ -242,7 +256,7 @@ const resendInitialMillis = 1500
 // ---- receive ----
 
 func (e *Engine) receive(now int64, m *Received, out *Output) error {
-	if m.Type == protocol.TypeQuery || m.Type == protocol.TypePropose {
+	if m.Type == protocol.TypeQuery || m.Type == protocol.TypePropose || m.Type == protocol.TypeOffer {
 		// may create a session
 	} else if pf, ok := m.Body.(*protocol.Preflight); ok && pf.Agreement.Witness != nil && pf.Agreement.Witness.ID == e.self.ID {
 		// may create a witness session
@@ -264,6 +278,8 @@ func (e *Engine) receive(now int64, m *Received, out *Output) error {
 		err = e.onReject(now, m, b, out)
 	case *protocol.Preflight:
 		err = e.onPreflight(now, m, b, out)
+	case *protocol.Offer:
+		err = e.onOffer(now, m, b, out)
 	case *protocol.Ready:
 		err = e.onReady(now, m, b, out)
 	case *protocol.Refuse:
@@ -500,6 +516,9 @@ func (e *Engine) decide(now int64, d *Decision, out *Output) error {
 	if len(d.Reason) > protocol.MaxReasonBytes {
 		return fmt.Errorf("negotiate: reason is %d bytes, the limit is %d", len(d.Reason), protocol.MaxReasonBytes)
 	}
+	if s.role == RoleParticipant && s.offer {
+		return e.decideOffer(now, s, d, out)
+	}
 	if s.role == RoleParticipant {
 		if !s.pending {
 			return fmt.Errorf("negotiate: %s session %s: %w (round %d already answered)", d.Action, s.id, ErrNotYourTurn, s.round)
@@ -560,6 +579,11 @@ func (e *Engine) abortLocal(now int64, s *session, reason string, out *Output) e
 		e.abortAll(now, s, reason, out)
 		return nil
 	}
+	if s.offer {
+		// The initiator signed first: only a durable refusal frees it.
+		e.refuse(now, s, reason, false, "", out)
+		return nil
+	}
 	e.send(out, s, s.initiator(), protocol.TypeReject, &protocol.Reject{Round: s.round, Reason: reason, Aborted: true})
 	e.finish(now, s, StateAborted, reason, out)
 	return nil
@@ -603,6 +627,10 @@ func (e *Engine) beginSigning(now int64, s *session, out *Output) {
 // In a 2-party session both sides hold both statements at once.
 func (e *Engine) sendReady(out *Output, s *session, ready *protocol.Ready) {
 	if s.selfIdx == 0 {
+		if s.offer {
+			e.sendOthers(out, s, protocol.TypeOffer, s.offerBody(ready))
+			return
+		}
 		e.sendOthers(out, s, protocol.TypeReady, ready)
 		return
 	}
@@ -619,6 +647,19 @@ func (e *Engine) signAndSend(now int64, s *session, out *Output, before func()) 
 	s.vote = voteSigned
 	s.readys[s.selfIdx] = ready
 	s.phase, s.since = PhaseSigning, now
+	if s.witness == nil && len(s.readys) == len(s.parties) {
+		// Every other statement is already here (a signed offer, or Readys
+		// that came before the preflight): sign and commit in one durable
+		// write, so the chain is never visibly locked; the Ready leaves
+		// after it, so the others can commit too.
+		e.event(out, s, EvPhase, Event{})
+		e.maybeCommit(now, s, out)
+		if before != nil {
+			before()
+		}
+		e.sendReady(out, s, ready)
+		return
+	}
 	lock := &chain.Lock{Session: s.id, Since: now, Parties: partyIDs(s.parties)}
 	e.lock = lock
 	head := s.head
@@ -692,12 +733,14 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 			e.abortWithCert(now, s, r.Raw, "refused by "+r.From.Short(), false, out)
 			break
 		}
-		e.signAndSend(now, s, out, nil)
+		// Readys that came first are taken in before signing: with every
+		// statement here, signing and committing is one durable write.
 		for _, r := range s.early {
-			if rd, ok := r.Body.(*protocol.Ready); ok && s.final == "" {
+			if rd, ok := r.Body.(*protocol.Ready); ok {
 				_ = e.onReady(now, r, rd, out)
 			}
 		}
+		e.signAndSend(now, s, out, nil)
 	}
 	s.early = nil
 	return nil
@@ -719,10 +762,17 @@ func (e *Engine) refusalFor(now int64, s *session, ah chain.Hash, reason string,
 	if s.vote == voteSigned && ah == s.ah {
 		panic("negotiate: refuse after signing") // invariant: a party signs or refuses an agreement, never both
 	}
-	if cert, ok := s.refusals[ah]; ok {
+	return e.refusalWith(now, s, &protocol.Refuse{AgreementHash: ah, Reason: reason, Busy: busy, LockedBy: lockedBy})
+}
+
+// refusalWith is refusalFor with the whole refusal body given.
+func (e *Engine) refusalWith(now int64, s *session, body *protocol.Refuse) []byte {
+	if s.vote == voteSigned && body.AgreementHash == s.ah {
+		panic("negotiate: refuse after signing") // invariant: a party signs or refuses an agreement, never both
+	}
+	if cert, ok := s.refusals[body.AgreementHash]; ok {
 		return cert
 	}
-	body := &protocol.Refuse{AgreementHash: ah, Reason: reason, Busy: busy, LockedBy: lockedBy}
 	cert, err := sealCertificate(e.key, protocol.TypeRefuse, s.id, body, now)
 	if err != nil {
 		panic(fmt.Sprintf("negotiate: seal refusal: %v", err)) // our own well-formed message
@@ -730,7 +780,7 @@ func (e *Engine) refusalFor(now int64, s *session, ah chain.Hash, reason string,
 	if s.refusals == nil {
 		s.refusals = make(map[chain.Hash][]byte)
 	}
-	s.refusals[ah] = cert
+	s.refusals[body.AgreementHash] = cert
 	if s.vote == voteNone {
 		s.vote = voteRefused
 	}
@@ -740,9 +790,15 @@ func (e *Engine) refusalFor(now int64, s *session, ah chain.Hash, reason string,
 // refuse records a durable refusal of the session's agreement, ends the
 // session and sends the refusal to every party.
 func (e *Engine) refuse(now int64, s *session, reason string, busy bool, lockedBy string, out *Output) {
-	cert := e.refusalFor(now, s, s.ah, reason, busy, lockedBy)
-	s.busy, s.abortCert = busy, cert
-	e.finishState(now, s, StateAborted, reason)
+	e.refuseWith(now, s, &protocol.Refuse{AgreementHash: s.ah, Reason: reason, Busy: busy, LockedBy: lockedBy}, StateAborted, reason, out)
+}
+
+// refuseWith records the durable refusal body, ends the session in state
+// st and sends the refusal to every party (and the witness).
+func (e *Engine) refuseWith(now int64, s *session, body *protocol.Refuse, st State, reason string, out *Output) {
+	cert := e.refusalWith(now, s, body)
+	s.busy, s.abortCert = body.Busy, cert
+	e.finishState(now, s, st, reason)
 	out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
 	for i, p := range s.parties {
 		if i != s.selfIdx {
@@ -850,15 +906,25 @@ func (e *Engine) onRefuse(now int64, m *Received, r *protocol.Refuse, out *Outpu
 	if s.final != "" {
 		return nil
 	}
+	if r.Rejected {
+		e.endWithCert(now, s, m.Raw, StateRejected, fmt.Sprintf("rejected by %s: %s", m.From.Short(), r.Reason), false, out)
+		return nil
+	}
 	e.abortWithCert(now, s, m.Raw, fmt.Sprintf("refused by %s: %s", m.From.Short(), r.Reason), r.Busy, out)
 	return nil
 }
 
 // abortWithCert ends a session by an abort certificate and releases the lock.
 func (e *Engine) abortWithCert(now int64, s *session, cert []byte, reason string, busy bool, out *Output) {
+	e.endWithCert(now, s, cert, StateAborted, reason, busy, out)
+}
+
+// endWithCert ends a session in state st (aborted, or rejected for a
+// rejected offer) by an abort certificate and releases the lock.
+func (e *Engine) endWithCert(now int64, s *session, cert []byte, st State, reason string, busy bool, out *Output) {
 	s.abortCert, s.busy = cert, busy
 	wasSigned := s.vote == voteSigned
-	e.finishState(now, s, StateAborted, reason)
+	e.finishState(now, s, st, reason)
 	w := chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)}
 	if wasSigned && e.lock != nil && e.lock.Session == s.id {
 		w.ReleaseLock = true
@@ -915,7 +981,7 @@ func (e *Engine) onAbort(now int64, m *Received, a *protocol.Abort, out *Output)
 	if s.final != "" && s.final != StateCommitted {
 		return nil
 	}
-	from, ah, reason, busy, err := openAbortCert(a.Certificate, s)
+	from, ah, reason, busy, rejected, err := openAbortCert(a.Certificate, s)
 	if err != nil {
 		return fmt.Errorf("negotiate: abort from %s: %w", m.From.Short(), err)
 	}
@@ -932,7 +998,11 @@ func (e *Engine) onAbort(now int64, m *Received, a *protocol.Abort, out *Output)
 		e.event(out, s, EvViolation, Event{From: from, Reason: "abort certificate for a committed session"})
 		return nil
 	}
-	e.abortWithCert(now, s, a.Certificate, reason, busy, out)
+	st := StateAborted
+	if rejected {
+		st = StateRejected
+	}
+	e.endWithCert(now, s, a.Certificate, st, reason, busy, out)
 	return nil
 }
 
@@ -978,8 +1048,9 @@ func (e *Engine) onQuery(now int64, m *Received, q *protocol.Query, out *Output)
 		e.send(out, s, m.From, protocol.TypeAbort, &protocol.Abort{Certificate: s.abortCert})
 	case s.vote == voteSigned:
 		e.send(out, s, m.From, protocol.TypeStatus, &protocol.Status{State: string(PhaseSigning), Ready: s.readys[s.selfIdx]})
-	case s.agreement == nil && s.accepted && s.final == "" && now < s.deadline:
-		// The preflight may still be on its way: not yet.
+	case s.final == "" && now < s.deadline && (s.agreement == nil && s.accepted || s.offer && s.pending):
+		// The preflight may still be on its way, or an offer waits for
+		// this agent's decision: not yet.
 		e.send(out, s, m.From, protocol.TypeStatus, &protocol.Status{State: string(PhaseNegotiating)})
 	default:
 		// Not signed and never going to: a durable refusal ends it for all.
@@ -1055,6 +1126,12 @@ func (e *Engine) timer(now int64, t *Timer, out *Output) {
 			e.abortAll(now, s, reason, out)
 			return
 		}
+		if s.offer {
+			// The initiator signed first: refuse durably now, so its chain
+			// is freed without waiting for its next query.
+			e.refuse(now, s, "the offer's deadline passed before this agent decided", false, "", out)
+			return
+		}
 		// A participant that never saw a preflight holds no lock. If the
 		// initiator signed, its queries get a durable refusal (onQuery).
 		e.finish(now, s, StateAborted, reason, out)
@@ -1083,8 +1160,12 @@ func (e *Engine) timer(now int64, t *Timer, out *Output) {
 				continue
 			}
 			if s.role == RoleInitiator && s.readys[i] == nil {
-				// The preflight may have been lost: it is idempotent.
-				e.send(out, s, p.ID, protocol.TypePreflight, &protocol.Preflight{Agreement: *s.agreement, AgreementHash: s.ah})
+				// The preflight (or offer) may have been lost: it is idempotent.
+				if s.offer {
+					e.send(out, s, p.ID, protocol.TypeOffer, s.offerBody(s.readys[s.selfIdx]))
+				} else {
+					e.send(out, s, p.ID, protocol.TypePreflight, &protocol.Preflight{Agreement: *s.agreement, AgreementHash: s.ah})
+				}
 			}
 			e.send(out, s, p.ID, protocol.TypeQuery, &protocol.Query{AgreementHash: s.ah})
 		}
@@ -1112,8 +1193,9 @@ func (e *Engine) resume(now int64, out *Output) {
 		if s.final != "" || s.vote != voteSigned {
 			continue
 		}
-		if s.role == RoleInitiator {
-			// The crash may have come before the preflight left.
+		if s.role == RoleInitiator && !s.offer {
+			// The crash may have come before the preflight left (an offer
+			// carries its agreement: sendReady re-sends it).
 			e.sendOthers(out, s, protocol.TypePreflight, &protocol.Preflight{Agreement: *s.agreement, AgreementHash: s.ah})
 		}
 		e.sendReady(out, s, s.readys[s.selfIdx])

@@ -157,28 +157,32 @@ func (e *Engine) witnessAnswer(s *session, to sign.AgentID, out *Output) {
 
 // openAbortCert verifies an abort certificate for session s: a signed
 // Refuse by one of its parties, or the witness's signed abort decision.
-func openAbortCert(cert []byte, s *session) (from sign.AgentID, ah chain.Hash, reason string, busy bool, err error) {
+// rejected is set for a party's rejection of a signed offer.
+func openAbortCert(cert []byte, s *session) (from sign.AgentID, ah chain.Hash, reason string, busy, rejected bool, err error) {
 	env, err := protocol.OpenCertificate(cert)
 	if err != nil {
-		return "", ah, "", false, fmt.Errorf("abort certificate: %w", err)
+		return "", ah, "", false, false, fmt.Errorf("abort certificate: %w", err)
 	}
 	if env.Msg.Session != s.id {
-		return "", ah, "", false, fmt.Errorf("abort certificate is for session %s, not %s", env.Msg.Session, s.id)
+		return "", ah, "", false, false, fmt.Errorf("abort certificate is for session %s, not %s", env.Msg.Session, s.id)
 	}
 	from = env.Msg.From
 	switch b := env.Body.(type) {
 	case *protocol.Refuse:
 		i := s.indexOf(from)
 		if i < 0 || !s.parties[i].ID.Matches(env.Key) {
-			return "", ah, "", false, fmt.Errorf("abort certificate is signed by %s, not a party", from.Short())
+			return "", ah, "", false, false, fmt.Errorf("abort certificate is signed by %s, not a party", from.Short())
 		}
-		return from, b.AgreementHash, fmt.Sprintf("refused by %s: %s", from.Short(), b.Reason), b.Busy, nil
+		if b.Rejected {
+			return from, b.AgreementHash, fmt.Sprintf("rejected by %s: %s", from.Short(), b.Reason), false, true, nil
+		}
+		return from, b.AgreementHash, fmt.Sprintf("refused by %s: %s", from.Short(), b.Reason), b.Busy, false, nil
 	case *protocol.Decision:
 		if s.witness == nil || from != s.witness.ID || b.Commit {
-			return "", ah, "", false, fmt.Errorf("abort certificate is a decision not by this session's witness, or not an abort")
+			return "", ah, "", false, false, fmt.Errorf("abort certificate is a decision not by this session's witness, or not an abort")
 		}
-		return from, b.AgreementHash, "the witness decided abort", false, nil
+		return from, b.AgreementHash, "the witness decided abort", false, false, nil
 	default:
-		return "", ah, "", false, fmt.Errorf("abort certificate is a %q message, not a refusal or a witness decision", env.Msg.Type)
+		return "", ah, "", false, false, fmt.Errorf("abort certificate is a %q message, not a refusal or a witness decision", env.Msg.Type)
 	}
 }

@@ -99,6 +99,7 @@ func (f *fixture) bodies() map[string]any {
 		TypeCounter:     &Counter{Round: 1, Terms: f.terms},
 		TypePreflight:   &Preflight{Agreement: f.agreement, AgreementHash: f.agHash},
 		TypeReady:       ready,
+		TypeOffer:       f.offer(),
 		TypeRefuse:      &Refuse{AgreementHash: f.agHash, Reason: "busy", Busy: true, LockedBy: "fedcba9876543210fedcba9876543210"},
 		TypeCommit:      &Commit{Record: f.record},
 		TypeAbort:       &Abort{Certificate: []byte{0xa2, 0x61, 0x70, 0x40, 0x61, 0x73, 0x40}},
@@ -108,6 +109,21 @@ func (f *fixture) bodies() map[string]any {
 		TypeAbortAsk:    &AbortAsk{AgreementHash: f.agHash},
 		TypeDirect:      &Direct{ContentType: "text/plain", Payload: []byte("ping me about entry 12")},
 		TypeDirectReply: &DirectReply{Accepted: true, Payload: []byte("ok"), ReceivedAt: testNow},
+	}
+}
+
+// offer is a valid signed offer: the fixture's agreement as round 1 and
+// party 0's Ready for it.
+func (f *fixture) offer() *Offer {
+	a := f.agreement
+	a.Round = 1
+	ah, err := AgreementHash(&a)
+	if err != nil {
+		panic(err)
+	}
+	return &Offer{
+		Preflight: Preflight{Agreement: a, AgreementHash: ah},
+		Ready:     Ready{AgreementHash: ah, Head: f.record.Heads[0], Signature: f.record.Signatures[0]},
 	}
 }
 

@@ -24,6 +24,7 @@ const (
 	TypeReject      = "reject"     // participant → initiator (or initiator → all): ends the negotiation
 	TypeCounter     = "counter"    // participant → initiator: other terms for the next round
 	TypePreflight   = "preflight"  // initiator → all: lock and sign the agreement
+	TypeOffer       = "offer"      // initiator → participants: a signed offer (agreement + its statement)
 	TypeReady       = "ready"      // party → every party (and witness): signed statement at its head
 	TypeRefuse      = "refuse"     // party → every party: durable refusal; an abort certificate
 	TypeCommit      = "commit"     // anyone → anyone: the commit certificate
@@ -122,6 +123,16 @@ type Preflight struct {
 	AgreementHash chain.Hash `cbor:"agreement_hash"`
 }
 
+// Offer is a signed offer: the agreement of a one-round session and the
+// initiator's own statement over it, durable at the initiator before the
+// offer leaves. It replaces Propose, Accept and Preflight: a participant
+// answers with its Ready (accept) or a signed Refuse (reject); it cannot
+// counter. Round is always 1.
+type Offer struct {
+	Preflight Preflight `cbor:"preflight"`
+	Ready     Ready     `cbor:"ready"`
+}
+
 // Statement is the countersigning statement a party signs (domain "statement"):
 // it binds the session, agreement, parties and the party's own chain head.
 type Statement struct {
@@ -146,6 +157,9 @@ type Refuse struct {
 	Reason        string     `cbor:"reason"`
 	Busy          bool       `cbor:"busy"`
 	LockedBy      string     `cbor:"locked_by,omitempty"` // session holding the lock when Busy
+	// Rejected: the party rejected a signed offer's terms (its application
+	// said no), rather than refusing for a technical reason.
+	Rejected bool `cbor:"rejected,omitempty"`
 }
 
 // Record is the countersigned record, identical on every party's chain: the
@@ -232,6 +246,7 @@ var bodyTypes = map[string]func() any{
 	TypeCounter:     func() any { return new(Counter) },
 	TypePreflight:   func() any { return new(Preflight) },
 	TypeReady:       func() any { return new(Ready) },
+	TypeOffer:       func() any { return new(Offer) },
 	TypeRefuse:      func() any { return new(Refuse) },
 	TypeCommit:      func() any { return new(Commit) },
 	TypeAbort:       func() any { return new(Abort) },

@@ -284,6 +284,24 @@ func (p *Preflight) Validate() error {
 	return nil
 }
 
+// Validate checks an Offer: its preflight, its statement, that both name
+// the same agreement and that the agreement is round 1.
+func (o *Offer) Validate() error {
+	if err := o.Preflight.Validate(); err != nil {
+		return err
+	}
+	if err := o.Ready.Validate(); err != nil {
+		return err
+	}
+	if o.Ready.AgreementHash != o.Preflight.AgreementHash {
+		return fmt.Errorf("%w: the offer's statement is for another agreement", ErrMalformed)
+	}
+	if o.Preflight.Agreement.Round != 1 {
+		return fmt.Errorf("%w: an offer is round 1, not %d", ErrMalformed, o.Preflight.Agreement.Round)
+	}
+	return nil
+}
+
 // Validate checks a Statement: session, agreement hash, parties and that
 // the signer is one of them.
 func (s *Statement) Validate() error {

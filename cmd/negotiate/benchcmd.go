@@ -33,7 +33,9 @@ func benchCommand() *cli.Command {
 			"all agents' writes share transactions and fsyncs (group commit), as one\n" +
 			"process hosting many agents does; --store per-agent gives each agent its own\n" +
 			"file, as separate `negotiate node` daemons on one disk. --transport picks the\n" +
-			"libp2p transport (tcp by default; quic; both, where libp2p prefers QUIC).\n\n" +
+			"libp2p transport (tcp by default; quic; both, where libp2p prefers QUIC).\n" +
+			"--offer runs signed offers instead of negotiated sessions: the initiator\n" +
+			"signs first, a participant's accept is its signature (see docs/protocol.md).\n\n" +
 			"--idle-sessions N instead measures the heap of N sessions waiting for a\n" +
 			"decision, through the pure core (no network, no disk).\n\n" +
 			"Exits 1 if any session failed or any chain is unsound.",
@@ -47,6 +49,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-pace", Usage: "start sessions as fast as possible, over the per-peer frame limit"},
 			&cli.StringFlag{Name: "store", Value: bench.StoreShared, Usage: "where the chains live: shared (one file, group commit) or per-agent"},
 			&cli.StringFlag{Name: "transport", Value: bench.TransportTCP, Usage: "libp2p transport: tcp, quic or both"},
+			&cli.BoolFlag{Name: "offer", Usage: "run signed offers (the initiator signs first; 2 parties commit in one round trip) instead of negotiated sessions"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the measured sessions (not start-up) to `FILE` (go tool pprof)"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "measure the heap of N idle sessions instead (pure core)"},
 		),
@@ -86,6 +89,7 @@ func benchAction(c *cli.Context) error {
 		Parties: c.Int("parties"), Sessions: c.Int("sessions"), Concurrency: c.Int("concurrency"),
 		Pairs: c.Int("pairs"), Scheme: c.String("scheme"), SessionTimeout: c.Duration("timeout"),
 		NoPace: c.Bool("no-pace"), Progress: progress, SetupProgress: setupProgress, Store: c.String("store"), Transport: c.String("transport"),
+		Offer: c.Bool("offer"),
 	}
 	if err := opts.Validate(); err != nil {
 		return benchErr(err)
@@ -122,8 +126,12 @@ func benchErr(err error) error {
 }
 
 func printBench(w io.Writer, r *bench.Result) {
-	fmt.Fprintf(w, "%d sessions of %d parties, %s, %d pairs, concurrency %d (%d nodes, %d CPUs, %s store, %s)\n",
-		r.Sessions, r.Parties, r.Scheme, r.Pairs, r.Concurrency, r.Nodes, r.CPUs, r.Store, r.Transport)
+	kind := "sessions"
+	if r.Offer {
+		kind = "signed offers"
+	}
+	fmt.Fprintf(w, "%d %s of %d parties, %s, %d pairs, concurrency %d (%d nodes, %d CPUs, %s store, %s)\n",
+		r.Sessions, kind, r.Parties, r.Scheme, r.Pairs, r.Concurrency, r.Nodes, r.CPUs, r.Store, r.Transport)
 	fmt.Fprintf(w, "  committed %d, failed %d in %.2f s: %.1f sessions/s", r.Committed, r.Failed, r.ElapsedSec, r.SessionsPerSec)
 	if r.Paced {
 		fmt.Fprintf(w, " (paced: at most %.1f/s per pair)", r.PaceCapPerPair)

@@ -54,6 +54,7 @@ type proposeRequest struct {
 	Witness   sign.AgentID   `json:"witness,omitempty"`
 	TimeoutMS int64          `json:"timeout_ms"`
 	MaxRounds uint32         `json:"max_rounds"`
+	Offer     bool           `json:"offer,omitempty"`
 }
 
 type decideRequest struct {
@@ -119,7 +120,7 @@ func registerSessionRoutes(d *daemon, srv *control.Server) {
 		if err != nil {
 			return nil, control.Errorf(control.KindBadRequest, "%v", err)
 		}
-		opts := negotiate.ProposeOptions{Timeout: time.Duration(req.TimeoutMS) * time.Millisecond, MaxRounds: req.MaxRounds, Witness: req.Witness}
+		opts := negotiate.ProposeOptions{Timeout: time.Duration(req.TimeoutMS) * time.Millisecond, MaxRounds: req.MaxRounds, Witness: req.Witness, Offer: req.Offer}
 		p, err := n.Propose(ctx, req.With, terms, opts)
 		if err != nil {
 			return nil, sessionErr(err)
@@ -193,7 +194,7 @@ func sessionErr(err error) error {
 	switch {
 	case errors.Is(err, negotiate.ErrUnknownSession):
 		return control.Errorf(control.KindNotFound, "%v", err)
-	case errors.Is(err, negotiate.ErrNotYourTurn), errors.Is(err, negotiate.ErrUnsafeAbort):
+	case errors.Is(err, negotiate.ErrNotYourTurn), errors.Is(err, negotiate.ErrUnsafeAbort), errors.Is(err, negotiate.ErrBusy):
 		return control.Errorf(control.KindUnavailable, "%v", err)
 	case errors.Is(err, negotiate.ErrUnreachable), errors.Is(err, negotiate.ErrAgentNotFound):
 		return control.Errorf(control.KindUnreachable, "%v", err)
@@ -305,7 +306,9 @@ func proposeCommand() *cli.Command {
 		Description: "Needs a running node. Prints progress per phase and the outcome.\n" +
 			"Exit 0 committed, 3 rejected, 4 aborted or timed out (also when an agent is\n" +
 			"unreachable). --json: {\"outcome\",\"session\",\"record_hash\",\"parties\",\"terms\",\"rounds\"}.\n" +
-			"Values of --term are numbers, true/false or text ('quoted' stays text).",
+			"Values of --term are numbers, true/false or text ('quoted' stays text).\n" +
+			"--offer signs the terms at once: the others accept (by signing) or reject,\n" +
+			"and a 2-party offer commits in one round trip.",
 		Flags: withJSON(
 			&cli.StringSliceFlag{Name: "with", Usage: "`AGENT-ID` of another party (repeatable)"},
 			&cli.StringSliceFlag{Name: "term", Usage: "a term as `key=value` (repeatable)"},
@@ -313,6 +316,7 @@ func proposeCommand() *cli.Command {
 			&cli.StringFlag{Name: "witness", Usage: "`AGENT-ID` of a witness that decides commit or abort first-come"},
 			&cli.DurationFlag{Name: "timeout", Value: 60 * time.Second, Usage: "session deadline"},
 			&cli.UintFlag{Name: "max-rounds", Usage: "round cap (default 8)"},
+			&cli.BoolFlag{Name: "offer", Usage: "make it a signed offer: sign now, one round, the others accept or reject (no counter, no witness); commits in one round trip, and this chain stays locked until all answered"},
 			&cli.BoolFlag{Name: "wait", Value: true, Usage: "wait for the outcome (--wait=false prints the session ID and returns)"},
 		),
 		Action: runPropose,
@@ -323,7 +327,10 @@ func runPropose(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
-	req := proposeRequest{TimeoutMS: c.Duration("timeout").Milliseconds(), MaxRounds: uint32(c.Uint("max-rounds"))}
+	req := proposeRequest{TimeoutMS: c.Duration("timeout").Milliseconds(), MaxRounds: uint32(c.Uint("max-rounds")), Offer: c.Bool("offer")}
+	if req.Offer && (c.String("witness") != "" || c.Uint("max-rounds") > 1) {
+		return usageErr("--offer is one round with no witness: drop --witness and --max-rounds, or propose without --offer")
+	}
 	if c.Duration("timeout") <= 0 {
 		return usageErr("--timeout must be positive")
 	}

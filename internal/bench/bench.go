@@ -146,6 +146,11 @@ type Options struct {
 	// (default: TCP with Noise/TLS and yamux), TransportQUIC, or
 	// TransportBoth (libp2p then prefers QUIC).
 	Transport string
+	// Offer runs every session as a signed offer (negotiate.ProposeOptions
+	// Offer): the initiator signs first and a 2-party session commits in
+	// one round trip; the default is the negotiated flow (propose, accept,
+	// preflight, Readys).
+	Offer bool
 }
 
 // Store and transport choices of Options.
@@ -205,8 +210,10 @@ type Result struct {
 	Scheme      string `json:"scheme"`
 	Store       string `json:"store"`
 	Transport   string `json:"transport"`
-	Nodes       int    `json:"nodes"`
-	CPUs        int    `json:"cpus"`
+	// Offer: the sessions were signed offers, not negotiated.
+	Offer bool `json:"offer"`
+	Nodes int  `json:"nodes"`
+	CPUs  int  `json:"cpus"`
 	// WritesPerCommit is, with the shared store, the durable writes of the
 	// measured sessions divided by the transactions (fsyncs) they took:
 	// the group-commit factor. Zero with one file per agent.
@@ -398,7 +405,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	res := &Result{
 		Parties: opts.Parties, Sessions: opts.Sessions, Concurrency: opts.Concurrency, Pairs: opts.Pairs,
-		Scheme: scheme.Name(), Store: opts.Store, Transport: opts.Transport, Nodes: opts.Parties * opts.Pairs, CPUs: runtime.NumCPU(), Paced: !opts.NoPace,
+		Scheme: scheme.Name(), Store: opts.Store, Transport: opts.Transport, Offer: opts.Offer, Nodes: opts.Parties * opts.Pairs, CPUs: runtime.NumCPU(), Paced: !opts.NoPace,
 		PaceCapPerPair: paceSafety * benchFramesPerSecond / framesPerSessionPerPeer,
 	}
 	rec := &recorder{signing: map[string]time.Time{}, committed: map[string]time.Time{}, everyone: map[string]*allCommitted{}, parties: opts.Parties}
@@ -416,7 +423,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	// One warm-up session per group opens the streams and fills the caches.
 	for _, g := range groups {
 		g.pace = newPacer(!opts.NoPace)
-		if s := runSession(ctx, g, terms, opts.SessionTimeout, rec); s.err != nil {
+		if s := runSession(ctx, g, terms, opts.SessionTimeout, opts.Offer, rec); s.err != nil {
 			return nil, fmt.Errorf("bench: warm-up session: %w", s.err)
 		}
 		setupRep.step("warm-up", len(groups))
@@ -669,11 +676,11 @@ func resolveOne(ctx context.Context, h, target *negotiate.Host) (*protocol.Agent
 }
 
 // runSession runs one session of group g and times it.
-func runSession(ctx context.Context, g *group, terms []byte, timeout time.Duration, rec *recorder) sample {
+func runSession(ctx context.Context, g *group, terms []byte, timeout time.Duration, offer bool, rec *recorder) sample {
 	g.pace.wait(ctx)
 	init := g.agents[0]
 	start := time.Now()
-	p, err := init.node.Propose(ctx, g.others, terms, negotiate.ProposeOptions{Timeout: timeout})
+	p, err := init.node.Propose(ctx, g.others, terms, negotiate.ProposeOptions{Timeout: timeout, Offer: offer})
 	if err != nil {
 		return sample{err: err}
 	}
@@ -744,7 +751,7 @@ func runAll(ctx context.Context, opts Options, groups []*group, terms []byte, re
 				case <-ctx.Done():
 					return
 				}
-				s := runSession(ctx, groups[gi], terms, opts.SessionTimeout, rec)
+				s := runSession(ctx, groups[gi], terms, opts.SessionTimeout, opts.Offer, rec)
 				mu.Lock()
 				samples = append(samples, s)
 				left[gi]--

@@ -1,0 +1,173 @@
+package negotiate
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// Signed offers. An initiator that has nothing to negotiate (a fixed price,
+// an order to fill) may sign its proposal up front: it takes its lock and
+// records its signed vote in one durable write, then sends one Offer frame
+// carrying the agreement and its statement. A participant's decision is
+// final: accept signs (with every statement here in a 2-party session, sign
+// and commit are one durable write and the chain is never visibly locked)
+// and its Ready lets the initiator commit; reject, abort or its deadline
+// give a durable signed refusal, the abort certificate that frees the
+// initiator. There is no counter and no witness. A 2-party offer costs two
+// frames and one round trip instead of five frames and two round trips.
+//
+// The price: the initiator's chain is locked from the offer until every
+// participant answered (or refused at its deadline), so an agent that makes
+// offers takes part in one session at a time while they are open.
+
+// startOffer builds the agreement of a signed offer at once and signs it;
+// signAndSend sends the Offer after the durable vote.
+func (e *Engine) startOffer(now int64, s *session, terms cbor.RawMessage, out *Output) {
+	s.offer = true
+	s.round, s.terms, s.termsHash = 1, terms, chain.Hash(sign.Hash(terms))
+	a := &protocol.Agreement{
+		Session: s.id, Round: 1, Terms: terms, TermsHash: s.termsHash,
+		Parties: s.parties, Deadline: s.deadline, Timestamp: now,
+	}
+	s.agreement, s.ah = a, AgreementHash(a)
+	e.signAndSend(now, s, out, nil)
+}
+
+// offerBody is the Offer of session s with the initiator's Ready.
+func (s *session) offerBody(ready *protocol.Ready) *protocol.Offer {
+	return &protocol.Offer{
+		Preflight: protocol.Preflight{Agreement: *s.agreement, AgreementHash: s.ah},
+		Ready:     *ready,
+	}
+}
+
+// onOffer: a participant receives a signed offer (or its retransmission).
+func (e *Engine) onOffer(now int64, m *Received, o *protocol.Offer, out *Output) error {
+	a := &o.Preflight.Agreement
+	if !validSessionID(m.Session) || a.Session != m.Session {
+		return fmt.Errorf("negotiate: offer from %s: session %q does not match its agreement", m.From.Short(), m.Session)
+	}
+	if err := checkParties(a.Parties); err != nil {
+		return fmt.Errorf("negotiate: offer from %s: %v", m.From.Short(), err)
+	}
+	if a.Parties[0].ID != m.From {
+		return fmt.Errorf("negotiate: offer from %s: the sender is not the first party (the initiator)", m.From.Short())
+	}
+	if a.Witness != nil {
+		return fmt.Errorf("negotiate: offer from %s: a signed offer cannot name a witness", m.From.Short())
+	}
+	ah := AgreementHash(a)
+	if ah != o.Preflight.AgreementHash || o.Ready.AgreementHash != ah {
+		return fmt.Errorf("negotiate: offer from %s: agreement hash does not match the agreement", m.From.Short())
+	}
+	terms, err := canonicalTerms(a.Terms)
+	if err != nil {
+		return fmt.Errorf("negotiate: offer from %s: %w", m.From.Short(), err)
+	}
+	if !bytes.Equal(terms, a.Terms) || a.TermsHash != chain.Hash(sign.Hash(terms)) {
+		return fmt.Errorf("negotiate: offer from %s: the terms are not canonical or do not match their hash", m.From.Short())
+	}
+	if s := e.sessions[m.Session]; s != nil {
+		return e.offerAgain(now, s, m, ah, out)
+	}
+	if a.Round != 1 || a.Deadline <= now {
+		return fmt.Errorf("negotiate: offer from %s: round %d, deadline passed: %v", m.From.Short(), a.Round, a.Deadline <= now)
+	}
+	self := -1
+	for i, q := range a.Parties {
+		if q.ID == e.self.ID {
+			self = i
+		}
+	}
+	if self < 1 {
+		return fmt.Errorf("negotiate: offer from %s: this agent is not a participant", m.From.Short())
+	}
+	if e.openSessions() >= MaxOpenSessions {
+		return fmt.Errorf("negotiate: offer from %s: %d sessions are open, the limit", m.From.Short(), MaxOpenSessions)
+	}
+	if n := e.openSessionsFrom(m.From); n >= MaxOpenSessionsPerPeer {
+		return fmt.Errorf("negotiate: offer from %s: it already has %d open sessions with this agent, the limit", m.From.Short(), n)
+	}
+	if err := verifyStatement(a.Parties[0], a, ah, o.Ready.Head, o.Ready.Signature); err != nil {
+		return fmt.Errorf("negotiate: offer from %s: %w", m.From.Short(), err)
+	}
+	s := e.newSession(m.Session, RoleParticipant, a.Parties, now)
+	s.deadline, s.maxRounds, s.round = a.Deadline, 1, 1
+	s.terms, s.termsHash = terms, a.TermsHash
+	s.agreement, s.ah, s.offer = a, ah, true
+	ready := o.Ready
+	s.readys[0] = &ready
+	s.pending = true
+	e.sessions[s.id] = s
+	e.arm(s, TimerDeadline, s.deadline, out)
+	e.event(out, s, EvProposal, Event{From: m.From, Terms: terms})
+	return nil
+}
+
+// offerAgain answers an offer for a session this agent already knows: a
+// retransmission gets what the initiator may have missed; an offer for a
+// session this agent refused or never signed gets its durable refusal.
+func (e *Engine) offerAgain(now int64, s *session, m *Received, ah chain.Hash, out *Output) error {
+	if !s.tombstone && (s.role != RoleParticipant || s.indexOf(m.From) != 0) {
+		return fmt.Errorf("negotiate: offer from %s: does not match session %s", m.From.Short(), s.id)
+	}
+	if s.agreement != nil && ah != s.ah {
+		e.event(out, s, EvViolation, Event{From: m.From, Reason: "initiator sent two different agreements for one session"})
+		return fmt.Errorf("negotiate: offer from %s: a different agreement for session %s (equivocation)", m.From.Short(), s.id)
+	}
+	switch {
+	case s.vote == voteSigned:
+		e.answerFinalOrReady(s, m.From, out)
+	case s.final != "":
+		// Ended before this agent signed (a tombstone, a refusal, expiry):
+		// refuse it, durably if this is the first refusal of it.
+		_, had := s.refusals[ah]
+		cert := e.refusalFor(now, s, ah, "session "+string(s.final)+" here: "+s.reason, false, "")
+		if !had {
+			out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
+		}
+		out.Send = append(out.Send, Outgoing{To: m.From, Session: s.id, Frame: cert})
+	}
+	return nil // still deciding: nothing to add
+}
+
+// decideOffer carries out a participant's decision on a signed offer.
+func (e *Engine) decideOffer(now int64, s *session, d *Decision, out *Output) error {
+	if !s.pending {
+		return fmt.Errorf("negotiate: %s session %s: %w (the offer was already answered)", d.Action, s.id, ErrNotYourTurn)
+	}
+	switch d.Action {
+	case ActAccept:
+		s.pending, s.accepted = false, true
+		switch {
+		case now >= s.deadline:
+			e.refuse(now, s, "the deadline has passed", false, "", out)
+		case e.lock != nil && e.lock.Session != s.id:
+			e.refuse(now, s, fmt.Sprintf("chain is locked by session %s", e.lock.Session), true, e.lock.Session, out)
+		default:
+			if e.cfg.SignCheck != nil {
+				if err := e.cfg.SignCheck(s.agreement); err != nil {
+					e.refuse(now, s, "check before signing failed: "+err.Error(), false, "", out)
+					return nil
+				}
+			}
+			e.signAndSend(now, s, out, nil)
+		}
+		return nil
+	case ActReject:
+		s.pending = false
+		body := &protocol.Refuse{AgreementHash: s.ah, Reason: d.Reason, Rejected: true}
+		e.refuseWith(now, s, body, StateRejected, "rejected here: "+d.Reason, out)
+		return nil
+	case ActCounter:
+		return fmt.Errorf("negotiate: counter session %s: %w: a signed offer takes accept or reject only; reject it and propose your terms in a new session", s.id, ErrNotYourTurn)
+	default:
+		return fmt.Errorf("negotiate: unknown action %q: use accept or reject (or abort)", d.Action)
+	}
+}

@@ -1,0 +1,258 @@
+package negotiate
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/negotiate-dev/negotiate/protocol"
+)
+
+// proposeOffer starts a signed offer from init to others.
+func (n *coreNet) proposeOffer(init *coreNode, others []*coreNode, tm cbor.RawMessage) (string, error) {
+	id := protocol.NewSessionID()
+	parties := []protocol.Party{n.party(init)}
+	for _, o := range others {
+		parties = append(parties, n.party(o))
+	}
+	out := n.step(init, Input{Start: &Start{Session: id, Parties: parties, Terms: tm, Deadline: n.now + 30_000, Offer: true}})
+	return id, out.Err
+}
+
+func mustOffer(t *testing.T, n *coreNet, init *coreNode, others []*coreNode, tm cbor.RawMessage) string {
+	t.Helper()
+	id, err := n.proposeOffer(init, others, tm)
+	if err != nil {
+		t.Fatalf("offer: %v", err)
+	}
+	return id
+}
+
+// lockWrites counts the writes that took a chain lock.
+func lockWrites(nd *coreNode) int {
+	c := 0
+	for _, w := range nd.writes {
+		if w.AcquireLock != nil {
+			c++
+		}
+	}
+	return c
+}
+
+func rejectAll(n *coreNode, ev Event) *Decision {
+	if ev.Kind == EvProposal {
+		return &Decision{Session: ev.Session, Action: ActReject, Reason: "too dear"}
+	}
+	return nil
+}
+
+func TestCoreOfferCommits(t *testing.T) {
+	for _, parties := range []int{2, 3, 5} {
+		t.Run(fmt.Sprintf("%d-party", parties), func(t *testing.T) {
+			n := newCoreNet(t, []string{"a", "b", "c", "d", "e"}[:parties]...)
+			for _, nd := range n.nodes[1:] {
+				nd.policy = acceptAll
+			}
+			init := n.nodes[0]
+			id := mustOffer(t, n, init, n.nodes[1:], terms(t, map[string]any{"item": "lamp", "price": 40}))
+			if len(init.writes) != 1 || lockWrites(init) != 1 {
+				t.Fatalf("initiator made %d writes before the offer left, want its one lock + vote write", len(init.writes))
+			}
+			n.run(60_000)
+			n.checkInvariants(id, n.nodes, StateCommitted)
+			others := parties - 1
+			want := map[string]int{protocol.TypeOffer: others, protocol.TypeReady: others}
+			if parties > 2 {
+				want[protocol.TypeCommit] = others
+			}
+			total := 0
+			for typ, c := range n.sent {
+				total += c
+				if c != want[typ] {
+					t.Fatalf("%d %s frames (%v), want %v", c, typ, n.sent, want)
+				}
+			}
+			if total != 2*others+want[protocol.TypeCommit] {
+				t.Fatalf("%d frames, want %d", total, 2*others+want[protocol.TypeCommit])
+			}
+			if parties == 2 {
+				b := n.nodes[1]
+				if len(b.writes) != 1 || lockWrites(b) != 0 || b.writes[0].Append == nil {
+					t.Fatalf("participant made %d writes (%d locks), want one that signs and appends", len(b.writes), lockWrites(b))
+				}
+			}
+			if o := init.outcomes[id]; o.Round != 1 {
+				t.Fatalf("round %d, want 1", o.Round)
+			}
+		})
+	}
+}
+
+func TestCoreOfferRejected(t *testing.T) {
+	for _, parties := range []int{2, 3} {
+		t.Run(fmt.Sprintf("%d-party", parties), func(t *testing.T) {
+			n := newCoreNet(t, []string{"a", "b", "c"}[:parties]...)
+			for _, nd := range n.nodes[1:] {
+				nd.policy = acceptAll
+			}
+			n.nodes[parties-1].policy = rejectAll
+			id := mustOffer(t, n, n.nodes[0], n.nodes[1:], terms(t, map[string]any{"price": 99}))
+			n.run(60_000)
+			// Every party ends rejected, the one that signed too (freed by
+			// the rejection, its abort certificate).
+			for _, nd := range n.nodes {
+				want := StateRejected
+				o := nd.outcomes[id]
+				if o == nil || o.State != want {
+					t.Fatalf("%s: outcome %+v, want %s", nd.name, o, want)
+				}
+				if len(o.AbortCertificate) == 0 {
+					t.Fatalf("%s: no abort certificate", nd.name)
+				}
+				if _, locked := nd.ch.Lock(); locked {
+					t.Fatalf("%s: chain still locked", nd.name)
+				}
+				if nd.ch.Head().Seq != 0 {
+					t.Fatalf("%s: something was appended", nd.name)
+				}
+			}
+			if !errors.Is(n.nodes[0].outcomes[id].Err(), ErrRejected) || !strings.Contains(n.nodes[0].outcomes[id].Reason, "too dear") {
+				t.Fatalf("initiator outcome %v, want rejected with the reason", n.nodes[0].outcomes[id].Err())
+			}
+		})
+	}
+}
+
+func TestCoreOfferNoCounter(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	id := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"price": 10}))
+	n.run(100)
+	info, err := b.eng.Session(id)
+	if err != nil || !info.Offer || !info.Pending {
+		t.Fatalf("participant session %+v (%v), want a pending offer", info, err)
+	}
+	out := n.step(b, Input{Decision: &Decision{Session: id, Action: ActCounter, Terms: terms(t, map[string]any{"price": 8})}})
+	if !errors.Is(out.Err, ErrNotYourTurn) || len(out.Persist)+len(out.Send) != 0 {
+		t.Fatalf("counter on an offer: err %v, %d writes, %d sends; want ErrNotYourTurn and nothing done", out.Err, len(out.Persist), len(out.Send))
+	}
+	n.step(b, Input{Decision: &Decision{Session: id, Action: ActAccept}})
+	n.run(60_000)
+	n.checkInvariants(id, n.nodes, StateCommitted)
+}
+
+// A participant that never decides is asked (and answers "not yet") until
+// its deadline, then refuses durably, which frees the initiator.
+func TestCoreOfferUndecidedUntilDeadline(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	id := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"price": 10}))
+	n.run(20_000) // resolve timers fire at 2, 4, 8, 16 s
+	if n.sent[protocol.TypeQuery] == 0 {
+		t.Fatal("the initiator never asked the silent participant")
+	}
+	if _, locked := a.ch.Lock(); !locked || a.outcomes[id] != nil || b.outcomes[id] != nil {
+		t.Fatalf("before the deadline: locked=%v, outcomes %v / %v; want still open", locked, a.outcomes[id], b.outcomes[id])
+	}
+	n.run(60_000)
+	n.checkInvariants(id, n.nodes, StateAborted)
+	if !strings.Contains(a.outcomes[id].Reason, "deadline") {
+		t.Fatalf("initiator reason %q, want the participant's deadline refusal", a.outcomes[id].Reason)
+	}
+	// A late accept changes nothing.
+	if out := n.step(b, Input{Decision: &Decision{Session: id, Action: ActAccept}}); out.Err == nil {
+		t.Fatal("accept after the deadline refusal succeeded")
+	}
+}
+
+func TestCoreOfferBusy(t *testing.T) {
+	n := newCoreNet(t, "a", "b", "c")
+	a, b, c := n.nodes[0], n.nodes[1], n.nodes[2]
+	// b's chain is locked by an offer it made to c, which does not answer yet.
+	held := mustOffer(t, n, b, []*coreNode{c}, terms(t, map[string]any{"price": 1}))
+	n.run(100)
+	// An initiator cannot make a second offer while locked.
+	if _, err := n.proposeOffer(b, []*coreNode{c}, terms(t, map[string]any{"price": 2})); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second offer while locked: %v, want ErrBusy", err)
+	}
+	// A participant whose chain is locked refuses as busy.
+	b.policy = acceptAll
+	id := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"price": 3}))
+	n.run(100)
+	if o := a.outcomes[id]; o == nil || o.State != StateAborted || !o.Busy {
+		t.Fatalf("offer to a busy agent: %+v, want aborted busy", o)
+	}
+	if _, locked := a.ch.Lock(); locked {
+		t.Fatal("initiator still locked after the busy refusal")
+	}
+	c.policy = acceptAll
+	n.step(c, Input{Decision: &Decision{Session: held, Action: ActAccept}})
+	n.run(60_000)
+	n.checkInvariants(held, []*coreNode{b, c}, StateCommitted)
+}
+
+// Lost frames and crashes: the offer and the participant's Ready are both
+// recovered by the resolve timer; a crash of the initiator right after its
+// vote re-sends the offer on restart.
+func TestCoreOfferRecovers(t *testing.T) {
+	cases := []struct {
+		name string
+		lose string // the first frame of this type is lost
+		down bool   // the initiator crashes after its vote, before the offer leaves
+	}{
+		{name: "offer lost", lose: protocol.TypeOffer},
+		{name: "participant's ready lost", lose: protocol.TypeReady},
+		{name: "initiator crashes after its vote", down: true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newCoreNet(t, "a", "b")
+			a, b := n.nodes[0], n.nodes[1]
+			b.policy = acceptAll
+			lost := false
+			n.drop = func(from, to *coreNode, typ string) bool {
+				if tc.lose != "" && !lost && typ == tc.lose {
+					lost = true
+					return true
+				}
+				return false
+			}
+			id := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"price": 5}))
+			if tc.down {
+				n.queue = nil // the offer never left
+				n.timers = nil
+				n.restart(a)
+			}
+			n.run(60_000)
+			n.checkInvariants(id, n.nodes, StateCommitted)
+			if tc.lose != "" && !lost {
+				t.Fatal("no frame was lost")
+			}
+		})
+	}
+}
+
+// A participant restarted after it refused an offer refuses it again when
+// the offer comes back; one that never knew it may still decide.
+func TestCoreOfferRefusalIsDurable(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	b.policy = rejectAll
+	id := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"price": 5}))
+	offer := n.queue[0]
+	n.run(60_000)
+	n.checkInvariants(id, n.nodes, StateRejected)
+	n.restart(b)
+	b.policy = acceptAll
+	n.queue = append(n.queue, offer) // the offer again (a replay past the guard)
+	n.run(60_000)
+	if b.ch.Head().Seq != 0 {
+		t.Fatal("the participant signed an offer it had refused")
+	}
+	if n.sent["cert"] < 2 {
+		t.Fatalf("the replayed offer got no refusal (%v)", n.sent)
+	}
+}
