@@ -98,7 +98,8 @@ func (c *benchCore) drain(b *testing.B) {
 	}
 }
 
-// BenchmarkCoreSession runs whole accepted sessions through the pure core
+// BenchmarkCoreSession runs whole accepted sessions (negotiated, or signed
+// offers) through the pure core
 // (no disk, no network): CPU cost of the protocol per session, all parties
 // together. It reports the durable writes a driver must make per session,
 // how many steps carry more than one write (each a separate fsync in
@@ -107,8 +108,13 @@ func BenchmarkCoreSession(b *testing.B) {
 	for _, tc := range []struct {
 		scheme  string
 		parties int
-	}{{"ed25519", 2}, {"ed25519", 8}, {"ml-dsa-65", 2}, {"ed25519-dilithium2", 2}} {
-		b.Run(fmt.Sprintf("%s/parties=%d", tc.scheme, tc.parties), func(b *testing.B) {
+		offer   bool
+	}{{"ed25519", 2, false}, {"ed25519", 2, true}, {"ed25519", 8, false}, {"ed25519", 8, true}, {"ml-dsa-65", 2, false}, {"ed25519-dilithium2", 2, false}} {
+		kind := "negotiated"
+		if tc.offer {
+			kind = "offer"
+		}
+		b.Run(fmt.Sprintf("%s/parties=%d/%s", tc.scheme, tc.parties, kind), func(b *testing.B) {
 			c, parties := newBenchCore(b, tc.scheme, tc.parties)
 			terms, err := protocol.EncodeTerms(map[string]any{"item": "widget", "price": 1250})
 			if err != nil {
@@ -119,7 +125,7 @@ func BenchmarkCoreSession(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				id := protocol.NewSessionID()
-				c.step(b, init, Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: c.now + 60_000}})
+				c.step(b, init, Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: c.now + 60_000, Offer: tc.offer}})
 				c.drain(b)
 				if o, _ := c.engines[init].Outcome(id); o == nil || o.State != StateCommitted {
 					b.Fatalf("session %d: outcome %+v", i, o)

@@ -864,7 +864,7 @@ func (e *Engine) commitRecord(now int64, s *session, rec *protocol.Record, out *
 		panic(fmt.Sprintf("negotiate: build agreement entry: %v", err)) // our own verified record
 	}
 	h := entry.Hash()
-	s.receipt, s.recordHash = receipt, RecordHash(rec)
+	s.receipt, s.recordHash = receipt, chain.Hash(sign.Hash(receipt)) // RecordHash(rec), without encoding it twice
 	e.finishState(now, s, StateCommitted, "")
 	out.Persist = append(out.Persist, chain.Write{
 		Session: s.id, Append: entry, ReleaseLock: true, Checkpoint: e.checkpoint(s),

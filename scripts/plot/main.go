@@ -23,15 +23,18 @@ import (
 
 // Data is everything one plot run measured.
 type Data struct {
-	Date        string                   `json:"date"`
-	ByParties   []*bench.Result          `json:"by_parties"`
-	ByConc      []*bench.Result          `json:"by_concurrency"`
-	BySchemes   []*bench.Result          `json:"by_scheme"`
-	IdleHeap    *bench.HeapResult        `json:"idle_heap"`
-	Errors      []string                 `json:"errors,omitempty"`
-	Summary     map[string]float64       `json:"summary"`
-	SchemeRatio map[string]float64       `json:"scheme_p50_vs_ed25519"`
-	Extra       map[string]*bench.Result `json:"extra,omitempty"`
+	Date      string          `json:"date"`
+	ByParties []*bench.Result `json:"by_parties"`
+	ByConc    []*bench.Result `json:"by_concurrency"`
+	// The same two sweeps with signed offers (bench.Options.Offer).
+	ByPartiesOffer []*bench.Result          `json:"by_parties_offer"`
+	ByConcOffer    []*bench.Result          `json:"by_concurrency_offer"`
+	BySchemes      []*bench.Result          `json:"by_scheme"`
+	IdleHeap       *bench.HeapResult        `json:"idle_heap"`
+	Errors         []string                 `json:"errors,omitempty"`
+	Summary        map[string]float64       `json:"summary"`
+	SchemeRatio    map[string]float64       `json:"scheme_p50_vs_ed25519"`
+	Extra          map[string]*bench.Result `json:"extra,omitempty"`
 }
 
 func main() {
@@ -63,7 +66,7 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 	ctx := context.Background()
 	d := &Data{Date: time.Now().UTC().Format(time.RFC3339), Summary: map[string]float64{}, SchemeRatio: map[string]float64{}}
 	one := func(o bench.Options) *bench.Result {
-		fmt.Fprintf(os.Stderr, "plot: parties %d, sessions %d, concurrency %d, scheme %q, store %q...", o.Parties, o.Sessions, o.Concurrency, o.Scheme, o.Store)
+		fmt.Fprintf(os.Stderr, "plot: parties %d, sessions %d, concurrency %d, pairs %d, scheme %q, store %q, offer %v...", o.Parties, o.Sessions, o.Concurrency, o.Pairs, o.Scheme, o.Store, o.Offer)
 		r, err := bench.Run(ctx, o)
 		if err != nil {
 			d.Errors = append(d.Errors, err.Error())
@@ -80,10 +83,16 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 		if r := one(bench.Options{Parties: p, Sessions: sessions}); r != nil {
 			d.ByParties = append(d.ByParties, r)
 		}
+		if r := one(bench.Options{Parties: p, Sessions: sessions, Offer: true}); r != nil {
+			d.ByPartiesOffer = append(d.ByPartiesOffer, r)
+		}
 	}
 	for _, c := range concs {
 		if r := one(bench.Options{Parties: 2, Sessions: perConc * c, Concurrency: c}); r != nil {
 			d.ByConc = append(d.ByConc, r)
+		}
+		if r := one(bench.Options{Parties: 2, Sessions: perConc * c, Concurrency: c, Offer: true}); r != nil {
+			d.ByConcOffer = append(d.ByConcOffer, r)
 		}
 	}
 	for _, s := range []string{"ed25519", "ml-dsa-65", "ed25519-dilithium2"} {
@@ -101,6 +110,10 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 		{"2party_per_agent", bench.Options{Parties: 2, Sessions: sessions, Store: bench.StorePerAgent}},
 		{"8party_per_agent", bench.Options{Parties: 8, Sessions: sessions, Store: bench.StorePerAgent}},
 		{"32pairs_per_agent", bench.Options{Parties: 2, Sessions: perConc * 32, Concurrency: 32, Store: bench.StorePerAgent}},
+		{"2party_offer_per_agent", bench.Options{Parties: 2, Sessions: sessions, Store: bench.StorePerAgent, Offer: true}},
+		// The issue's example: 200 agents in 100 pairs.
+		{"100pairs", bench.Options{Parties: 2, Sessions: perConc * 50, Concurrency: 100, Pairs: 100}},
+		{"100pairs_offer", bench.Options{Parties: 2, Sessions: perConc * 50, Concurrency: 100, Pairs: 100, Offer: true}},
 	} {
 		if r := one(x.o); r != nil {
 			d.Extra[x.name] = r
@@ -123,25 +136,31 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 		return err
 	}
 	var xs []string
-	var p50, p90, ratio []float64
-	for _, r := range d.ByParties {
+	var p50, p90, ratio, op50 []float64
+	for i, r := range d.ByParties {
 		xs = append(xs, fmt.Sprint(r.Parties))
 		p50, p90 = append(p50, r.Latency.P50), append(p90, r.Latency.P90)
 		ratio = append(ratio, r.P50FloorRatio)
+		if i < len(d.ByPartiesOffer) {
+			op50 = append(op50, d.ByPartiesOffer[i].Latency.P50)
+		}
 	}
-	lat := lineChart("Session latency vs parties (propose → committed at the initiator)", "parties", "ms", xs,
-		[]series{{"p50", p50, "#1f77b4"}, {"p90", p90, "#ff7f0e"}}, ratioLabels(ratio))
+	lat := lineChart("Session latency vs parties (propose → durable on every chain)", "parties", "ms", xs,
+		[]series{{"p50 negotiated", p50, "#1f77b4"}, {"p90 negotiated", p90, "#ff7f0e"}, {"p50 signed offer", op50, "#9467bd"}}, ratioLabels(ratio))
 	if err := os.WriteFile(filepath.Join(out, "perf-latency.svg"), []byte(lat), 0o644); err != nil {
 		return err
 	}
 	xs = nil
-	var tput, lp50 []float64
-	for _, r := range d.ByConc {
+	var tput, lp50, otput []float64
+	for i, r := range d.ByConc {
 		xs = append(xs, fmt.Sprint(r.Concurrency))
 		tput, lp50 = append(tput, r.SessionsPerSec), append(lp50, r.Latency.P50)
+		if i < len(d.ByConcOffer) {
+			otput = append(otput, d.ByConcOffer[i].SessionsPerSec)
+		}
 	}
 	tp := lineChart("Throughput vs concurrency (2 parties, pairs = concurrency, shared store)", "concurrency (groups busy at once)", "sessions/s", xs,
-		[]series{{"sessions/s", tput, "#2ca02c"}}, msLabels(lp50))
+		[]series{{"negotiated", tput, "#2ca02c"}, {"signed offer", otput, "#9467bd"}}, msLabels(lp50))
 	if err := os.WriteFile(filepath.Join(out, "perf-throughput.svg"), []byte(tp), 0o644); err != nil {
 		return err
 	}
@@ -164,8 +183,27 @@ func summarize(d *Data) {
 			d.Summary["p50_8party_vs_2party"] = round(r8.Latency.P50 / r.Latency.P50)
 		}
 	}
+	byPO := map[int]*bench.Result{}
+	for _, r := range d.ByPartiesOffer {
+		byPO[r.Parties] = r
+	}
+	if r := byPO[2]; r != nil {
+		d.Summary["p50_2party_offer_ms"] = r.Latency.P50
+		d.Summary["p50_2party_offer_floor_ratio"] = r.P50FloorRatio
+		if r8 := byPO[8]; r8 != nil {
+			d.Summary["p50_8party_vs_2party_offer"] = round(r8.Latency.P50 / r.Latency.P50)
+		}
+	}
 	for _, r := range d.ByConc {
 		d.Summary["max_sessions_per_sec"] = math.Max(d.Summary["max_sessions_per_sec"], r.SessionsPerSec)
+	}
+	for _, r := range d.ByConcOffer {
+		d.Summary["max_sessions_per_sec_offer"] = math.Max(d.Summary["max_sessions_per_sec_offer"], r.SessionsPerSec)
+	}
+	for _, name := range []string{"100pairs", "100pairs_offer"} {
+		if r := d.Extra[name]; r != nil {
+			d.Summary["sessions_per_sec_"+name] = r.SessionsPerSec
+		}
 	}
 	var base float64
 	for _, r := range d.BySchemes {
