@@ -72,6 +72,9 @@ func restoreSession(e *Engine, id string, b []byte) (*session, error) {
 	s.deadline, s.round, s.agreement, s.vote, s.head = cp.Deadline, cp.Round, cp.Agreement, cp.Vote, cp.Head
 	s.final, s.reason, s.busy, s.tombstone = cp.Final, cp.Reason, cp.Busy, cp.Tombstone
 	s.receipt, s.abortCert, s.since, s.offer = cp.Receipt, cp.AbortCert, cp.Since, cp.Offer
+	if s.offer {
+		s.maxRounds = 1
+	}
 	if s.agreement != nil {
 		s.ah = AgreementHash(s.agreement)
 		s.terms, s.termsHash = s.agreement.Terms, s.agreement.TermsHash

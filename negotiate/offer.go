@@ -3,6 +3,8 @@ package negotiate
 import (
 	"bytes"
 	"fmt"
+	"strings"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -137,6 +139,30 @@ func (e *Engine) offerAgain(now int64, s *session, m *Received, ah chain.Hash, o
 	return nil // still deciding: nothing to add
 }
 
+// offerCounterError refuses a counter on a signed offer. It matches
+// ErrNotYourTurn (errors.Is) without that error's "no decision pending"
+// wording, since a decision is pending: just not a counter.
+type offerCounterError struct{ session string }
+
+func (e offerCounterError) Error() string {
+	return fmt.Sprintf("negotiate: counter session %s: a signed offer takes accept or reject only; reject it and propose your terms in a new session", e.session)
+}
+
+func (e offerCounterError) Is(target error) bool { return target == ErrNotYourTurn }
+
+// truncateUTF8 makes s valid UTF-8 (CBOR text must be) and cuts it to at
+// most n bytes without splitting a character.
+func truncateUTF8(s string, n int) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
 // decideOffer carries out a participant's decision on a signed offer.
 func (e *Engine) decideOffer(now int64, s *session, d *Decision, out *Output) error {
 	if !s.pending {
@@ -166,7 +192,7 @@ func (e *Engine) decideOffer(now int64, s *session, d *Decision, out *Output) er
 		e.refuseWith(now, s, body, StateRejected, "rejected here: "+d.Reason, out)
 		return nil
 	case ActCounter:
-		return fmt.Errorf("negotiate: counter session %s: %w: a signed offer takes accept or reject only; reject it and propose your terms in a new session", s.id, ErrNotYourTurn)
+		return offerCounterError{session: s.id}
 	default:
 		return fmt.Errorf("negotiate: unknown action %q: use accept or reject (or abort)", d.Action)
 	}

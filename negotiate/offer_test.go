@@ -256,3 +256,43 @@ func TestCoreOfferRefusalIsDurable(t *testing.T) {
 		t.Fatalf("the replayed offer got no refusal (%v)", n.sent)
 	}
 }
+
+func TestTruncateUTF8(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		n    int
+		want string
+	}{
+		{"short", 10, "short"},
+		{"abcdef", 3, "abc"},
+		{"aé", 2, "a"},             // é is 2 bytes: not split
+		{"a\xffb", 10, "a\uFFFDb"}, // invalid bytes replaced
+		{"", 0, ""},
+	} {
+		if got := truncateUTF8(tc.in, tc.n); got != tc.want {
+			t.Errorf("truncateUTF8(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
+		}
+	}
+}
+
+// A refusal reason over the wire limit (a long SignCheck error) is cut, not
+// a panic; a decision with a reason over the limit is refused unchanged.
+func TestCoreOfferLongReasons(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	b.eng.cfg.SignCheck = func(*protocol.Agreement) error { return errors.New(strings.Repeat("x", 3*protocol.MaxReasonBytes)) }
+	b.policy = acceptAll
+	id := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"price": 1}))
+	n.run(60_000)
+	n.checkInvariants(id, n.nodes, StateAborted)
+
+	id2 := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"price": 2}))
+	b.policy = nil
+	n.run(100)
+	for _, act := range []Action{ActAbort, ActReject} {
+		out := n.step(b, Input{Decision: &Decision{Session: id2, Action: act, Reason: strings.Repeat("r", protocol.MaxReasonBytes+1)}})
+		if out.Err == nil || len(out.Persist)+len(out.Send) != 0 {
+			t.Fatalf("%s with a long reason: err %v, %d writes, %d sends; want refused, nothing done", act, out.Err, len(out.Persist), len(out.Send))
+		}
+	}
+}

@@ -510,11 +510,11 @@ func (e *Engine) decide(now int64, d *Decision, out *Output) error {
 	if s.final != "" {
 		return fmt.Errorf("negotiate: %s: session %s already ended (%s)", d.Action, s.id, s.final)
 	}
+	if len(d.Reason) > protocol.MaxReasonBytes {
+		return fmt.Errorf("negotiate: reason is %d bytes, the limit is %d: shorten it", len(d.Reason), protocol.MaxReasonBytes)
+	}
 	if d.Action == ActAbort {
 		return e.abortLocal(now, s, d.Reason, out)
-	}
-	if len(d.Reason) > protocol.MaxReasonBytes {
-		return fmt.Errorf("negotiate: reason is %d bytes, the limit is %d", len(d.Reason), protocol.MaxReasonBytes)
 	}
 	if s.role == RoleParticipant && s.offer {
 		return e.decideOffer(now, s, d, out)
@@ -773,6 +773,9 @@ func (e *Engine) refusalWith(now int64, s *session, body *protocol.Refuse) []byt
 	if cert, ok := s.refusals[body.AgreementHash]; ok {
 		return cert
 	}
+	// Reasons may carry text from elsewhere (a SignCheck error): keep the
+	// refusal within the wire limit rather than fail to seal it.
+	body.Reason = truncateUTF8(body.Reason, protocol.MaxReasonBytes)
 	cert, err := sealCertificate(e.key, protocol.TypeRefuse, s.id, body, now)
 	if err != nil {
 		panic(fmt.Sprintf("negotiate: seal refusal: %v", err)) // our own well-formed message

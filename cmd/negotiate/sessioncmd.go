@@ -84,7 +84,7 @@ type outcomeView struct {
 
 // proposalView is a proposal waiting in the inbox.
 type proposalView struct {
-	Kind    string         `json:"kind"` // "proposal" (to accept/reject/counter) or "counter" (initiator decides)
+	Kind    string         `json:"kind"` // "proposal" (accept/reject/counter), "offer" (a signed offer: accept/reject) or "counter" (initiator decides)
 	Session string         `json:"session"`
 	From    sign.AgentID   `json:"from"`
 	Terms   map[string]any `json:"terms"`
@@ -183,6 +183,8 @@ func pendingProposals(n *negotiate.Node) []proposalView {
 		p := proposalView{Kind: "proposal", Session: s.ID, From: s.Initiator, Terms: termsJSON(s.Terms), Round: s.Round, Parties: s.Parties}
 		if s.Role == negotiate.RoleInitiator {
 			p.Kind, p.From, p.Terms = "counter", s.CounterBy, termsJSON(s.Counter)
+		} else if s.Offer {
+			p.Kind = "offer"
 		}
 		out = append(out, p)
 	}
@@ -305,7 +307,8 @@ func proposeCommand() *cli.Command {
 		ArgsUsage: " ",
 		Description: "Needs a running node. Prints progress per phase and the outcome.\n" +
 			"Exit 0 committed, 3 rejected, 4 aborted or timed out (also when an agent is\n" +
-			"unreachable). --json: {\"outcome\",\"session\",\"record_hash\",\"parties\",\"terms\",\"rounds\"}.\n" +
+			"unreachable), 1 when the node cannot start it now (--offer while this agent's\n" +
+			"chain is locked by another session). --json: {\"outcome\",\"session\",\"record_hash\",\"parties\",\"terms\",\"rounds\"}.\n" +
 			"Values of --term are numbers, true/false or text ('quoted' stays text).\n" +
 			"--offer signs the terms at once: the others accept (by signing) or reject,\n" +
 			"and a 2-party offer commits in one round trip.",
