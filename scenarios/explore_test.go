@@ -25,8 +25,9 @@ func exploreRuns(t *testing.T, def int) int {
 }
 
 // exploreBudget is the seeds per scenario that go test (and so CI) explores:
-// 6,000 seeds in all, over scenarios with crashes, contention and a
-// byzantine initiator.
+// 8,000 seeds in all, over scenarios with crashes, contention, a byzantine
+// initiator and signed offers (a 2-party one, whose participant signs and
+// commits in one write, and a 3-party one under message loss).
 var exploreBudget = []struct {
 	file string
 	runs int
@@ -35,6 +36,8 @@ var exploreBudget = []struct {
 	{"crash-participant-after-ready-sent.yaml", 2000},
 	{"busy-chain.yaml", 1000},
 	{"equivocation.yaml", 1000},
+	{"offer-crash-participant-after-append.yaml", 1000},
+	{"offer-message-loss.yaml", 1000},
 }
 
 func TestExploreInvariantsHold(t *testing.T) {

@@ -50,6 +50,10 @@ type realNode struct {
 	finals   map[string]*negotiate.Outcome
 	finalAt  map[string]int64
 	violated []string
+	// crashedIn is the session of the last fault-injection crash: a signed
+	// offer's initiator that crashes after its vote does so inside Propose,
+	// which then returns no session ID.
+	crashedIn string
 }
 
 // RunReal runs a scenario with real nodes on 127.0.0.1 and real bbolt
@@ -163,7 +167,7 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 				ss.parties = append(ss.parties, byName[w].sn)
 			}
 			terms, _ := encodeTerms(p.Terms)
-			po := negotiate.ProposeOptions{Timeout: p.Timeout.D(), MaxRounds: p.MaxRounds}
+			po := negotiate.ProposeOptions{Timeout: p.Timeout.D(), MaxRounds: p.MaxRounds, Offer: p.Offer}
 			if p.Witness != "" {
 				po.Witness = byName[p.Witness].sn.key.AgentID()
 			}
@@ -175,8 +179,20 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 				s.expect = append(s.expect, Line{Name: "propose " + p.ID, Detail: p.From + " was down when the step came"})
 				continue
 			}
+			init.mu.Lock()
+			init.crashedIn = ""
+			init.mu.Unlock()
 			pend, err := n.Propose(ctx, with, terms, po)
-			if err != nil {
+			if err == nil {
+				ss.id = pend.ID()
+			} else if errors.Is(err, negotiate.ErrNodeStopped) {
+				// A crash fault inside the proposal (a signed offer's
+				// after-vote): the session is durable and resumes on restart.
+				init.mu.Lock()
+				ss.id = init.crashedIn
+				init.mu.Unlock()
+			}
+			if ss.id == "" {
 				if p.Witness != "" && strings.Contains(err.Error(), "witness") {
 					rep.Status, rep.Skipped = "skipped", "skipped: witness mode not implemented ("+err.Error()+")"
 					return rep, nil
@@ -184,7 +200,6 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 				s.expect = append(s.expect, Line{Name: "propose " + p.ID, Detail: err.Error()})
 				continue
 			}
-			ss.id = pend.ID()
 			init.mu.Lock()
 			init.sn.consents(ss.id)[consentKey{1, termsHashOf(terms)}] = true
 			init.mu.Unlock()

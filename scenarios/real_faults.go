@@ -223,7 +223,13 @@ func (rf *realFaults) crashHook(rn *realNode, epoch int) func(point, session str
 			}
 		}
 		rf.mu.Unlock()
-		return crash != nil && rf.crash(rn, epoch, step, crash, realCrashDrain)
+		if crash == nil || !rf.crash(rn, epoch, step, crash, realCrashDrain) {
+			return false
+		}
+		rn.mu.Lock()
+		rn.crashedIn = session
+		rn.mu.Unlock()
+		return true
 	}
 }
 

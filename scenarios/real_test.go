@@ -14,9 +14,10 @@ const realParallel = 6
 
 // realSlow lists the shipped scenarios that run longest in real mode, to
 // start them first: message-loss loses every commit until the faults heal
-// (30 s deadline + 1 s), the others wait for a deadline or a restart.
+// (30 s deadline + 1 s), offer-message-loss likewise (5 s deadline), the
+// others wait for a deadline or a restart.
 var realSlow = []string{"message-loss.yaml", "crash-initiator-after-propose.yaml", "witness-abort.yaml",
-	"partition-during-signing.yaml", "expiry.yaml", "16-party-agreement.yaml"}
+	"partition-during-signing.yaml", "offer-message-loss.yaml", "expiry.yaml", "offer-undecided.yaml", "16-party-agreement.yaml"}
 
 // TestRealShipped runs every shipped scenario with real libp2p nodes on
 // 127.0.0.1 and real bbolt chains, faults included (crashes at protocol

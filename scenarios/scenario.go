@@ -124,6 +124,10 @@ type ProposeStep struct {
 	MaxRounds uint32         `yaml:"max_rounds"`
 	Timeout   Duration       `yaml:"timeout"` // default 30s
 	Witness   string         `yaml:"witness"`
+	// Offer makes it a signed offer (negotiate.ProposeOptions.Offer): the
+	// initiator signs the terms at once, each participant accepts (its
+	// signature) or rejects; one round, no counter, no witness.
+	Offer bool `yaml:"offer"`
 }
 
 // DecideStep is a party's decision on a session that waits for it. The step
@@ -344,6 +348,16 @@ func (sc *Scenario) partyIndex(name string) int {
 	return -1
 }
 
+// usesOffer reports whether a proposal is a signed offer.
+func (sc *Scenario) usesOffer() bool {
+	for _, st := range sc.Steps {
+		if st.Propose != nil && st.Propose.Offer {
+			return true
+		}
+	}
+	return false
+}
+
 // usesWitness reports whether a proposal names a witness.
 func (sc *Scenario) usesWitness() bool {
 	for _, st := range sc.Steps {
@@ -419,6 +433,7 @@ func (sc *Scenario) check() error {
 		}
 	}
 	sessions := map[string]bool{}
+	offers := map[string]string{} // sessions proposed as signed offers → their initiator
 	last := ""
 	for i := range sc.Steps {
 		st := &sc.Steps[i]
@@ -485,6 +500,15 @@ func (sc *Scenario) check() error {
 			if p.Timeout == 0 {
 				p.Timeout = Duration(DefaultTimeout)
 			}
+			if p.Offer {
+				if p.Witness != "" {
+					return fmt.Errorf("%s.propose.witness: a signed offer (offer: true) cannot name a witness; drop witness or offer", field)
+				}
+				if p.MaxRounds > 1 {
+					return fmt.Errorf("%s.propose.max_rounds: a signed offer (offer: true) has exactly one round, not %d; drop max_rounds or offer", field, p.MaxRounds)
+				}
+				offers[p.ID] = p.From
+			}
 		case st.Accept != nil, st.Reject != nil, st.Counter != nil, st.Abort != nil:
 			d, name := st.decision()
 			if err := known(field+"."+name+".party", d.Party); err != nil {
@@ -500,6 +524,11 @@ func (sc *Scenario) check() error {
 				return fmt.Errorf("%s.%s.session: no session %q was proposed before this step", field, name, d.Session)
 			}
 			if st.Counter != nil {
+				if _, ok := offers[d.Session]; ok {
+					// The language has no expected-failure steps: a counter
+					// on an offer could only fail (negotiate.ErrNotYourTurn).
+					return fmt.Errorf("%s.counter: session %q is a signed offer (offer: true), which takes accept or reject only; use reject, or propose the new terms in another session", field, d.Session)
+				}
 				if len(d.Terms) == 0 {
 					return fmt.Errorf("%s.counter.terms: a counter needs terms", field)
 				}
@@ -554,6 +583,9 @@ func (sc *Scenario) check() error {
 			if c.Session != "" && !sessions[c.Session] {
 				return fmt.Errorf("%s.crash.session: no session %q", field, c.Session)
 			}
+			if why := offerUnreached(offers, sessions, c.Party, c.At, c.Session); why != "" {
+				return fmt.Errorf("%s.crash.at %q: %s", field, c.At, why)
+			}
 		case f.Partition != nil:
 			p := f.Partition
 			if len(p.Groups) == 0 {
@@ -581,6 +613,9 @@ func (sc *Scenario) check() error {
 				if p.Party == "" {
 					return fmt.Errorf("%s.partition.party: name whose step %q starts the partition", field, p.At)
 				}
+				if why := offerUnreached(offers, sessions, p.Party, p.At, ""); why != "" {
+					return fmt.Errorf("%s.partition.at %q: %s", field, p.At, why)
+				}
 			}
 		case f.Byzantine != nil:
 			b := f.Byzantine
@@ -603,7 +638,7 @@ func (sc *Scenario) check() error {
 				return err
 			}
 			if lf.Type != "" && lf.Type != "cert" && !protocol.KnownType(lf.Type) {
-				return fmt.Errorf("%s.%s.type %q: not a message type (propose, accept, reject, counter, preflight, ready, refuse, commit, abort, query, status, cert)", field, name, lf.Type)
+				return fmt.Errorf("%s.%s.type %q: not a message type (propose, accept, reject, counter, preflight, offer, ready, refuse, commit, abort, query, status, cert)", field, name, lf.Type)
 			}
 			if lf.Count < 0 {
 				return fmt.Errorf("%s.%s.count: must not be negative", field, name)
@@ -683,6 +718,28 @@ func (f *Fault) link() (*LinkFault, string) {
 		return f.Reorder, "reorder"
 	}
 	return nil, ""
+}
+
+// offerUnreached says why party never reaches protocol step point when
+// every session it could apply to (session, or all) is a signed offer;
+// "" if it may. A trigger that can never fire is a mistake in the script.
+func offerUnreached(offers map[string]string, sessions map[string]bool, party, point, session string) string {
+	if point != PointAfterAccept && point != PointAfterReadySent {
+		return ""
+	}
+	for id := range sessions {
+		if session != "" && id != session {
+			continue
+		}
+		init, offer := offers[id]
+		if !offer || point == PointAfterReadySent && init != party {
+			return ""
+		}
+	}
+	if point == PointAfterAccept {
+		return "never reached in a signed offer (offer: true), which sends no accept message; use after-vote, after-ready-sent or after-append"
+	}
+	return "never reached by the initiator of a signed offer (offer: true), whose statement leaves in the offer frame; use after-vote or after-propose"
 }
 
 func checkTrigger(field, at string, atTime *Duration) error {

@@ -28,6 +28,16 @@ func TestParseErrors(t *testing.T) {
 		{"decision before propose", "name: x\nparties: [{name: a}, {name: b}]\nsteps:\n  - accept: {party: b}\n  - propose: {from: a, with: [b], terms: {p: 1}}\n", []string{"steps[0].accept.session"}},
 		{"bad byzantine", base + "faults:\n  - byzantine: {party: a, behavior: lie}\n", []string{"behavior", "equivocate"}},
 		{"bad message type", base + "faults:\n  - drop: {type: hello}\n", []string{"faults[0].drop.type", "hello"}},
+		{"offer with a witness", "name: x\nparties: [{name: a}, {name: b}, {name: w}]\nsteps:\n  - propose: {from: a, with: [b], terms: {p: 1}, offer: true, witness: w}\n",
+			[]string{"steps[0].propose.witness", "offer"}},
+		{"offer with rounds", strings.Replace(base, "terms: {p: 1}}", "terms: {p: 1}, offer: true, max_rounds: 2}", 1), []string{"steps[0].propose.max_rounds", "offer", "one round"}},
+		{"counter on an offer", strings.Replace(base, "terms: {p: 1}}", "terms: {p: 1}, offer: true}", 1) + "  - counter: {party: b, terms: {p: 2}}\n",
+			[]string{"steps[1].counter", `"s1"`, "signed offer", "accept or reject"}},
+		{"after-accept in an offer", strings.Replace(base, "terms: {p: 1}}", "terms: {p: 1}, offer: true}", 1) + "faults:\n  - crash: {party: b, at: after-accept}\n",
+			[]string{"faults[0].crash.at", "after-accept", "signed offer"}},
+		{"offer initiator after-ready-sent", strings.Replace(base, "terms: {p: 1}}", "terms: {p: 1}, offer: true}", 1) + "faults:\n  - partition: {groups: [[a], [b]], party: a, at: after-ready-sent}\n",
+			[]string{"faults[0].partition.at", "after-ready-sent", "initiator"}},
+		{"offer flag typo", strings.Replace(base, "terms: {p: 1}}", "terms: {p: 1}, offer: yes please}", 1), []string{"bad.yaml", "6:"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -42,6 +42,10 @@ const (
 	replayDelay = 1500 * time.Millisecond
 )
 
+// offerCounterReason is the rejection a policy's counter to a signed offer
+// becomes, as negotiate.Node turns it (an offer takes no counter).
+const offerCounterReason = "the policy would counter; a signed offer takes no counter"
+
 // Bug names a deliberate fault in the durability the engine relies on. It
 // exists to prove the invariant checks can fail; never use it otherwise.
 type Bug string
@@ -234,6 +238,7 @@ type simNode struct {
 	pending    map[string]bool                // engine session → a decision waits
 	firstFinal map[string]int64               // engine session → when first final
 	consent    map[string]map[consentKey]bool // engine session → rounds/terms it accepted or proposed
+	offered    map[string]consentKey          // engine session → round/terms of a signed offer as shown to it
 	violations []string                       // violations this party reported
 	errs       int                            // inputs the engine refused
 	received   []wireMsg                      // replay: what it received
@@ -247,6 +252,7 @@ type simSession struct {
 	start    int64
 	deadline int64
 	started  bool
+	offer    bool // a signed offer (propose offer: true)
 }
 
 type wireMsg struct {
@@ -363,7 +369,7 @@ func newSim(sc *Scenario, opts SimOptions, seed uint64) (*sim, error) {
 		pol := p.Policy
 		n := &simNode{
 			name: p.Name, idx: i, key: key, store: store, policy: &pol,
-			firstFinal: map[string]int64{}, consent: map[string]map[consentKey]bool{},
+			firstFinal: map[string]int64{}, consent: map[string]map[consentKey]bool{}, offered: map[string]consentKey{},
 		}
 		s.nodes = append(s.nodes, n)
 		s.byID[key.AgentID()] = n
@@ -481,7 +487,7 @@ func (s *sim) run(ctx context.Context) {
 
 func (s *sim) propose(p *ProposeStep) {
 	init := s.byName[p.From]
-	ss := &simSession{name: p.ID, init: init, start: s.now, deadline: s.now + p.Timeout.millis()}
+	ss := &simSession{name: p.ID, init: init, start: s.now, deadline: s.now + p.Timeout.millis(), offer: p.Offer}
 	ss.id = fmt.Sprintf("%016x%016x", s.rng.Uint64(), s.rng.Uint64())
 	ss.parties = append(ss.parties, init)
 	parties := []protocol.Party{init.party}
@@ -511,6 +517,7 @@ func (s *sim) propose(p *ProposeStep) {
 	s.logf("%s proposes %s to %s", init.name, ss.name, strings.Join(p.With, " "))
 	out := s.step(init, negotiate.Input{Start: &negotiate.Start{
 		Session: ss.id, Parties: parties, Terms: terms, Deadline: ss.deadline, MaxRounds: p.MaxRounds, Witness: witness,
+		Offer: p.Offer,
 	}})
 	if out.Err != nil {
 		if witness != nil && strings.Contains(out.Err.Error(), "witness") {
@@ -595,6 +602,8 @@ func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
 	out := n.eng.Step(in)
 	if out.Err != nil {
 		n.errs++
+	} else {
+		s.offerConsent(n, in)
 	}
 	var hasVote, hasAppend bool
 	session := ""
@@ -637,6 +646,8 @@ func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
 	sentAccept, sentPropose := false, false
 	for _, o := range out.Send {
 		switch b := o.Body.(type) {
+		case *protocol.Offer:
+			sentPropose = true // an offer is the first proposal (its consent is the Start's, offerConsent)
 		case *protocol.Accept:
 			sentAccept = true
 			n.consents(o.Session)[consentKey{b.Round, b.TermsHash}] = true
@@ -654,20 +665,57 @@ func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
 	for _, ev := range out.Events {
 		s.onEvent(n, ev)
 	}
-	if hasVote && s.fire(n, PointAfterReadySent, session) {
+	if s.readySent(session, hasVote, out.Send) && s.fire(n, PointAfterReadySent, session) {
 		return out
 	}
 	recv := ""
 	if in.Message != nil {
 		recv = in.Message.Type
 	}
-	if (in.Start != nil && sentPropose || recv == protocol.TypePropose && out.Err == nil) && s.fire(n, PointAfterPropose, sessionOf(in)) {
+	if (in.Start != nil && sentPropose || (recv == protocol.TypePropose || recv == protocol.TypeOffer) && out.Err == nil) && s.fire(n, PointAfterPropose, sessionOf(in)) {
 		return out
 	}
 	if (sentAccept || recv == protocol.TypeAccept && out.Err == nil) && s.fire(n, PointAfterAccept, sessionOf(in)) {
 		return out
 	}
 	return out
+}
+
+// offerConsent records the consent of an input the engine took in a
+// signed offer, where no Propose or Accept message carries it: the
+// initiator consents to the terms it starts the offer with (round 1), a
+// participant to the round and terms of the offer as its proposal event
+// showed them, by its accept decision. A signature over anything else
+// still breaks the consent invariant.
+func (s *sim) offerConsent(n *simNode, in negotiate.Input) {
+	switch {
+	case in.Start != nil && in.Start.Offer:
+		n.consents(in.Start.Session)[consentKey{1, termsHashOf(in.Start.Terms)}] = true
+	case in.Decision != nil && in.Decision.Action == negotiate.ActAccept:
+		if ss := s.bySID[in.Decision.Session]; ss != nil && ss.offer && ss.init != n {
+			if k, ok := n.offered[in.Decision.Session]; ok {
+				n.consents(in.Decision.Session)[k] = true
+			}
+		}
+	}
+}
+
+// readySent reports whether the after-ready-sent point is reached: a
+// step that made the vote durable sent what followed it. In a signed
+// offer it is where a Ready frame left, as a real node sees it: a
+// participant's Ready (a 2-party participant signs and commits in one
+// write with no lock), never the initiator's Offer that carries its Ready.
+func (s *sim) readySent(session string, hasVote bool, sent []negotiate.Outgoing) bool {
+	ss := s.bySID[session]
+	if ss == nil || !ss.offer {
+		return hasVote
+	}
+	for _, o := range sent {
+		if o.Type == protocol.TypeReady && o.Frame == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func sessionOf(in negotiate.Input) string {
@@ -717,12 +765,21 @@ func (s *sim) onEvent(n *simNode, ev negotiate.Event) {
 	switch ev.Kind {
 	case negotiate.EvProposal, negotiate.EvCounter:
 		n.pending[ev.Session] = true
-		if ev.Kind == negotiate.EvProposal {
+		offer := ss != nil && ss.offer && ev.Kind == negotiate.EvProposal
+		if offer {
+			n.offered[ev.Session] = consentKey{ev.Round, termsHashOf(ev.Terms)}
+			s.logf("%s gets the offer %s", n.name, s.sname(ev.Session))
+		} else if ev.Kind == negotiate.EvProposal {
 			s.logf("%s gets round %d of %s", n.name, ev.Round, s.sname(ev.Session))
 		} else {
 			s.logf("%s gets a counter in %s round %d", n.name, s.sname(ev.Session), ev.Round)
 		}
-		if d := n.policy.decide(ev); d != nil {
+		d := n.policy.decide(ev)
+		if d != nil && offer && d.Action == negotiate.ActCounter {
+			// As the node does: a signed offer takes no counter.
+			d = &negotiate.Decision{Session: ev.Session, Action: negotiate.ActReject, Reason: offerCounterReason}
+		}
+		if d != nil {
 			epoch := n.epoch
 			s.at(s.now+n.policy.Think.millis(), func() {
 				if !n.up || n.epoch != epoch || !n.pending[d.Session] {
@@ -1088,6 +1145,7 @@ var bodyTypes = map[string]func() any{
 	protocol.TypeReject:    func() any { return new(protocol.Reject) },
 	protocol.TypeCounter:   func() any { return new(protocol.Counter) },
 	protocol.TypePreflight: func() any { return new(protocol.Preflight) },
+	protocol.TypeOffer:     func() any { return new(protocol.Offer) },
 	protocol.TypeReady:     func() any { return new(protocol.Ready) },
 	protocol.TypeRefuse:    func() any { return new(protocol.Refuse) },
 	protocol.TypeCommit:    func() any { return new(protocol.Commit) },
