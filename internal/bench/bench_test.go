@@ -18,18 +18,25 @@ func TestRunTiny(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real nodes")
 	}
-	for _, store := range []string{StoreShared, StorePerAgent} {
-		t.Run(store, func(t *testing.T) { runTiny(t, store) })
+	for _, tc := range []struct {
+		store string
+		offer bool
+	}{{StoreShared, false}, {StorePerAgent, false}, {StoreShared, true}} {
+		name := tc.store
+		if tc.offer {
+			name += "/offer"
+		}
+		t.Run(name, func(t *testing.T) { runTiny(t, tc.store, tc.offer) })
 	}
 }
 
-func runTiny(t *testing.T, store string) {
+func runTiny(t *testing.T, store string, offer bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var calls, last int
 	var setupMu sync.Mutex
 	setup := map[string][2]int{} // stage -> last done, total
-	res, err := Run(ctx, Options{Parties: 2, Sessions: 5, Store: store, Dir: t.TempDir(), Progress: func(done, total int) {
+	res, err := Run(ctx, Options{Parties: 2, Sessions: 5, Store: store, Offer: offer, Dir: t.TempDir(), Progress: func(done, total int) {
 		calls++
 		last = done
 		if total != 5 {
@@ -68,7 +75,7 @@ func runTiny(t *testing.T, store string) {
 		{"ratio > 0", res.P50FloorRatio > 0},
 		{"sessions/s > 0", res.SessionsPerSec > 0},
 		{"both chains verified, no lock", res.ChainsVerified == 2 && res.LocksLeft == 0 && len(res.ChainsBroken) == 0},
-		{"store reported", res.Store == store},
+		{"store and kind reported", res.Store == store && res.Offer == offer},
 		{"group-commit factor only with the shared store", (res.WritesPerCommit >= 1) == (store == StoreShared)},
 		// Each session counts until its last chain is durable, which is no
 		// sooner than the initiator's own commit (negotiation + signing).
