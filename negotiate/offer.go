@@ -78,23 +78,14 @@ func (e *Engine) onOffer(now int64, m *Received, o *protocol.Offer, out *Output)
 	if s := e.sessions[m.Session]; s != nil {
 		return e.offerAgain(now, s, m, ah, out)
 	}
-	if a.Round != 1 || a.Deadline <= now {
-		return fmt.Errorf("negotiate: offer from %s: round %d, deadline passed: %v", m.From.Short(), a.Round, a.Deadline <= now)
+	if a.Round != 1 {
+		return fmt.Errorf("negotiate: offer from %s: round %d, an offer is round 1", m.From.Short(), a.Round)
 	}
-	self := -1
-	for i, q := range a.Parties {
-		if q.ID == e.self.ID {
-			self = i
-		}
+	if a.Deadline <= now {
+		return fmt.Errorf("negotiate: offer from %s: the deadline has passed", m.From.Short())
 	}
-	if self < 1 {
-		return fmt.Errorf("negotiate: offer from %s: this agent is not a participant", m.From.Short())
-	}
-	if e.openSessions() >= MaxOpenSessions {
-		return fmt.Errorf("negotiate: offer from %s: %d sessions are open, the limit", m.From.Short(), MaxOpenSessions)
-	}
-	if n := e.openSessionsFrom(m.From); n >= MaxOpenSessionsPerPeer {
-		return fmt.Errorf("negotiate: offer from %s: it already has %d open sessions with this agent, the limit", m.From.Short(), n)
+	if err := e.admitSession(protocol.TypeOffer, m.From, a.Parties); err != nil {
+		return err
 	}
 	if err := verifyStatement(a.Parties[0], a, ah, o.Ready.Head, o.Ready.Signature); err != nil {
 		return fmt.Errorf("negotiate: offer from %s: %w", m.From.Short(), err)

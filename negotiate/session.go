@@ -350,20 +350,8 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 	}
 	s := e.sessions[m.Session]
 	if s == nil {
-		self := -1
-		for i, q := range p.Parties {
-			if q.ID == e.self.ID {
-				self = i
-			}
-		}
-		if self < 1 {
-			return fmt.Errorf("negotiate: propose from %s: this agent is not a participant", m.From.Short())
-		}
-		if e.openSessions() >= MaxOpenSessions {
-			return fmt.Errorf("negotiate: propose from %s: %d sessions are open, the limit", m.From.Short(), MaxOpenSessions)
-		}
-		if n := e.openSessionsFrom(m.From); n >= MaxOpenSessionsPerPeer {
-			return fmt.Errorf("negotiate: propose from %s: it already has %d open sessions with this agent, the limit", m.From.Short(), n)
+		if err := e.admitSession(protocol.TypePropose, m.From, p.Parties); err != nil {
+			return err
 		}
 		s = e.newSession(m.Session, RoleParticipant, p.Parties, now)
 		s.deadline, s.maxRounds, s.witness = p.Deadline, p.MaxRounds, p.Witness
@@ -394,6 +382,28 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 	s.round, s.terms, s.termsHash = p.Round, terms, chain.Hash(sign.Hash(terms))
 	s.pending, s.accepted, s.lastAnswer = true, false, nil
 	e.event(out, s, EvProposal, Event{From: m.From, Terms: terms})
+	return nil
+}
+
+// admitSession checks that a new session (a proposal or an offer of type
+// typ from the initiator from) names this agent as a participant and fits
+// the open-session limits.
+func (e *Engine) admitSession(typ string, from sign.AgentID, parties []protocol.Party) error {
+	self := -1
+	for i, q := range parties {
+		if q.ID == e.self.ID {
+			self = i
+		}
+	}
+	if self < 1 {
+		return fmt.Errorf("negotiate: %s from %s: this agent is not a participant", typ, from.Short())
+	}
+	if e.openSessions() >= MaxOpenSessions {
+		return fmt.Errorf("negotiate: %s from %s: %d sessions are open, the limit", typ, from.Short(), MaxOpenSessions)
+	}
+	if n := e.openSessionsFrom(from); n >= MaxOpenSessionsPerPeer {
+		return fmt.Errorf("negotiate: %s from %s: it already has %d open sessions with this agent, the limit", typ, from.Short(), n)
+	}
 	return nil
 }
 
