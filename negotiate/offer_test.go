@@ -296,3 +296,30 @@ func TestCoreOfferLongReasons(t *testing.T) {
 		}
 	}
 }
+
+// In a negotiated 2-party session whose preflight is lost, the initiator's
+// Ready arrives first and is kept; when the preflight comes again the
+// participant holds both statements as it signs, so it signs and commits in
+// one durable write (never visibly locked).
+func TestCoreEarlyReadySignsAndCommitsInOneWrite(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	b.policy = acceptAll
+	lost := false
+	n.drop = func(from, to *coreNode, typ string) bool {
+		if !lost && typ == protocol.TypePreflight {
+			lost = true
+			return true
+		}
+		return false
+	}
+	id := n.propose(a, []*coreNode{b}, terms(t, map[string]any{"deal": "early"}), 0)
+	n.run(60_000)
+	n.checkInvariants(id, n.nodes, StateCommitted)
+	if !lost {
+		t.Fatal("no preflight was lost")
+	}
+	if len(b.writes) != 1 || lockWrites(b) != 0 || b.writes[0].Append == nil {
+		t.Fatalf("participant made %d writes (%d locks), want one that signs and appends", len(b.writes), lockWrites(b))
+	}
+}
