@@ -118,14 +118,8 @@ func (e *Engine) offerAgain(now int64, s *session, m *Received, ah chain.Hash, o
 	case s.vote == voteSigned:
 		e.answerFinalOrReady(s, m.From, out)
 	case s.final != "":
-		// Ended before this agent signed (a tombstone, a refusal, expiry):
-		// refuse it, durably if this is the first refusal of it.
-		_, had := s.refusals[ah]
-		cert := e.refusalFor(now, s, ah, "session "+string(s.final)+" here: "+s.reason, false, "")
-		if !had {
-			out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
-		}
-		out.Send = append(out.Send, Outgoing{To: m.From, Session: s.id, Frame: cert})
+		// Ended before this agent signed (a tombstone, a refusal, expiry).
+		e.refuseEnded(now, s, ah, m.From, out)
 	}
 	return nil // still deciding: nothing to add
 }
@@ -162,18 +156,7 @@ func (e *Engine) decideOffer(now int64, s *session, d *Decision, out *Output) er
 	switch d.Action {
 	case ActAccept:
 		s.pending, s.accepted = false, true
-		switch {
-		case now >= s.deadline:
-			e.refuse(now, s, "the deadline has passed", false, "", out)
-		case e.lock != nil && e.lock.Session != s.id:
-			e.refuse(now, s, fmt.Sprintf("chain is locked by session %s", e.lock.Session), true, e.lock.Session, out)
-		default:
-			if e.cfg.SignCheck != nil {
-				if err := e.cfg.SignCheck(s.agreement); err != nil {
-					e.refuse(now, s, "check before signing failed: "+err.Error(), false, "", out)
-					return nil
-				}
-			}
+		if !e.refuseUnsignable(now, s, out) {
 			e.signAndSend(now, s, out, nil)
 		}
 		return nil

@@ -711,12 +711,7 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 	}
 	if s.final != "" {
 		// Ended before this agent signed (expired, aborted): refuse it.
-		_, had := s.refusals[ah]
-		cert := e.refusalFor(now, s, ah, "session "+string(s.final)+" here: "+s.reason, false, "")
-		if !had {
-			out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
-		}
-		out.Send = append(out.Send, Outgoing{To: m.From, Session: s.id, Frame: cert})
+		e.refuseEnded(now, s, ah, m.From, out)
 		return nil
 	}
 	a := &p.Agreement
@@ -727,17 +722,8 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 		e.refuse(now, s, "the preflight's agreement is not the terms this agent saw in that round", false, "", out)
 	case !s.accepted:
 		e.refuse(now, s, fmt.Sprintf("this agent did not accept round %d", s.round), false, "", out)
-	case now >= s.deadline:
-		e.refuse(now, s, "the deadline has passed", false, "", out)
-	case e.lock != nil && e.lock.Session != s.id:
-		e.refuse(now, s, fmt.Sprintf("chain is locked by session %s", e.lock.Session), true, e.lock.Session, out)
+	case e.refuseUnsignable(now, s, out):
 	default:
-		if e.cfg.SignCheck != nil {
-			if err := e.cfg.SignCheck(a); err != nil {
-				e.refuse(now, s, "check before signing failed: "+err.Error(), false, "", out)
-				break
-			}
-		}
 		if r := e.earlyRefusal(s); r != nil {
 			// Another party already refused: the session can never commit.
 			e.abortWithCert(now, s, r.Raw, "refused by "+r.From.Short(), false, out)
@@ -754,6 +740,39 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 	}
 	s.early = nil
 	return nil
+}
+
+// refuseUnsignable refuses s's agreement durably, to every party, when
+// this agent may not sign it now: the deadline passed, its chain is locked
+// by another session, or SignCheck says no. It reports whether it refused.
+func (e *Engine) refuseUnsignable(now int64, s *session, out *Output) bool {
+	switch {
+	case now >= s.deadline:
+		e.refuse(now, s, "the deadline has passed", false, "", out)
+	case e.lock != nil && e.lock.Session != s.id:
+		e.refuse(now, s, fmt.Sprintf("chain is locked by session %s", e.lock.Session), true, e.lock.Session, out)
+	default:
+		if e.cfg.SignCheck == nil {
+			return false
+		}
+		err := e.cfg.SignCheck(s.agreement)
+		if err == nil {
+			return false
+		}
+		e.refuse(now, s, "check before signing failed: "+err.Error(), false, "", out)
+	}
+	return true
+}
+
+// refuseEnded answers a request to sign agreement ah of a session that
+// ended here before this agent signed: its refusal, durable if new.
+func (e *Engine) refuseEnded(now int64, s *session, ah chain.Hash, to sign.AgentID, out *Output) {
+	_, had := s.refusals[ah]
+	cert := e.refusalFor(now, s, ah, "session "+string(s.final)+" here: "+s.reason, false, "")
+	if !had {
+		out.Persist = append(out.Persist, chain.Write{Session: s.id, Checkpoint: e.checkpoint(s)})
+	}
+	out.Send = append(out.Send, Outgoing{To: to, Session: s.id, Frame: cert})
 }
 
 func (e *Engine) earlyRefusal(s *session) *Received {
