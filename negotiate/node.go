@@ -315,9 +315,8 @@ func (n *Node) applyPolicy(ev Event) {
 		return
 	}
 	d.Session = ev.Session
-	if p.Offer && d.Action == ActCounter {
-		// A signed offer cannot be countered: the policy's terms differ.
-		d = Decision{Session: ev.Session, Action: ActReject, Reason: "the policy would counter; a signed offer takes no counter"}
+	if p.Offer {
+		d = ForOffer(d)
 	}
 	if err := n.step(Input{Decision: &d}); err != nil {
 		n.log.Warn("policy decision refused", "session", ev.Session, "action", d.Action, "err", err)

@@ -323,3 +323,15 @@ func TestCoreEarlyReadySignsAndCommitsInOneWrite(t *testing.T) {
 		t.Fatalf("participant made %d writes (%d locks), want one that signs and appends", len(b.writes), lockWrites(b))
 	}
 }
+
+func TestForOffer(t *testing.T) {
+	counter := Decision{Session: "s", Action: ActCounter, Terms: []byte{0xa0}}
+	if got := ForOffer(counter); got.Action != ActReject || got.Reason != OfferCounterReason || got.Session != "s" || got.Terms != nil {
+		t.Fatalf("ForOffer(counter) = %+v, want a reject of session s with OfferCounterReason", got)
+	}
+	for _, d := range []Decision{{Session: "s", Action: ActAccept}, {Session: "s", Action: ActReject, Reason: "no"}} {
+		if got := ForOffer(d); got.Action != d.Action || got.Reason != d.Reason {
+			t.Fatalf("ForOffer(%+v) = %+v, want it unchanged", d, got)
+		}
+	}
+}

@@ -40,6 +40,20 @@ type Proposal struct {
 	Offer bool
 }
 
+// OfferCounterReason is the reason of the reject that a counter decision
+// on a signed offer becomes (see ForOffer).
+const OfferCounterReason = "the policy would counter; a signed offer takes no counter"
+
+// ForOffer fits a policy's decision to a signed offer, which takes accept
+// or reject only: a counter becomes a reject with OfferCounterReason, so
+// the initiator is freed at once; any other decision is returned as is.
+func ForOffer(d Decision) Decision {
+	if d.Action != ActCounter {
+		return d
+	}
+	return Decision{Session: d.Session, Action: ActReject, Reason: OfferCounterReason}
+}
+
 // Policy decides proposals and counters. ok=false leaves the decision to the user (inbox / API).
 // Implementations must be safe for concurrent use.
 type Policy interface {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/negotiate-dev/negotiate/negotiate"
 )
 
 // runSimOf loads a scenario file and runs it in the simulator, keeping
@@ -134,7 +136,7 @@ expect:
 	if !r.Passed {
 		t.Fatalf("failures %+v, outcomes %+v", r.Failures(), r.Outcomes)
 	}
-	if got := r.Outcomes["s1"]["seller"].Reason; !strings.Contains(got, offerCounterReason) {
-		t.Fatalf("seller's reason %q, want the policy's rejection %q", got, offerCounterReason)
+	if got := r.Outcomes["s1"]["seller"].Reason; !strings.Contains(got, negotiate.OfferCounterReason) {
+		t.Fatalf("seller's reason %q, want the policy's rejection %q", got, negotiate.OfferCounterReason)
 	}
 }

@@ -42,10 +42,6 @@ const (
 	replayDelay = 1500 * time.Millisecond
 )
 
-// offerCounterReason is the rejection a policy's counter to a signed offer
-// becomes, as negotiate.Node turns it (an offer takes no counter).
-const offerCounterReason = "the policy would counter; a signed offer takes no counter"
-
 // Bug names a deliberate fault in the durability the engine relies on. It
 // exists to prove the invariant checks can fail; never use it otherwise.
 type Bug string
@@ -775,9 +771,10 @@ func (s *sim) onEvent(n *simNode, ev negotiate.Event) {
 			s.logf("%s gets a counter in %s round %d", n.name, s.sname(ev.Session), ev.Round)
 		}
 		d := n.policy.decide(ev)
-		if d != nil && offer && d.Action == negotiate.ActCounter {
+		if d != nil && offer {
 			// As the node does: a signed offer takes no counter.
-			d = &negotiate.Decision{Session: ev.Session, Action: negotiate.ActReject, Reason: offerCounterReason}
+			fit := negotiate.ForOffer(*d)
+			d = &fit
 		}
 		if d != nil {
 			epoch := n.epoch
