@@ -48,7 +48,6 @@ func offerNetwork(t *testing.T, n int, initPolicy, policy Policy) []*offerAgent 
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ch.Close() })
 		a := &offerAgent{nodeTestAgent: nodeTestAgent{name: name, key: key, ch: ch, path: path},
 			points: map[string][]string{}, sent: map[string]map[string]int{}}
 		p := policy
@@ -72,25 +71,19 @@ func offerNetwork(t *testing.T, n int, initPolicy, policy Policy) []*offerAgent 
 	return agents
 }
 
-// start starts (or restarts) a's node on its open chain.
+// start starts (or restarts) a's node on its open chain, through
+// nodeTestAgent.startNode, with this file's resolve timer and observers.
 func (a *offerAgent) start(t *testing.T, policy Policy, boot *offerAgent) {
 	t.Helper()
-	var bs []string
-	if boot != nil {
-		bs = boot.node.Host().Addrs()[:1]
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	n, err := StartNode(ctx, NodeConfig{
-		Key: a.key, Chain: a.ch, Policy: policy, Host: HostConfig{Bootstrap: bs, Logger: hostTestLogger()},
-		ResolveInitial: offerResolveInitial, ResolveMax: 2 * offerResolveInitial, Logger: hostTestLogger(),
-		CrashHook: func(point, session string) bool {
+	a.configure = func(cfg *NodeConfig) {
+		cfg.ResolveInitial, cfg.ResolveMax = offerResolveInitial, 2*offerResolveInitial
+		cfg.CrashHook = func(point, session string) bool {
 			a.mu.Lock()
 			a.points[session] = append(a.points[session], point)
 			a.mu.Unlock()
 			return false
-		},
-		Outbound: func(o Outgoing) []Outgoing {
+		}
+		cfg.Outbound = func(o Outgoing) []Outgoing {
 			a.mu.Lock()
 			if a.sent[o.Session] == nil {
 				a.sent[o.Session] = map[string]int{}
@@ -104,13 +97,13 @@ func (a *offerAgent) start(t *testing.T, policy Policy, boot *offerAgent) {
 			a.sent[o.Session][typ]++
 			a.mu.Unlock()
 			return []Outgoing{o}
-		},
-	})
-	if err != nil {
-		t.Fatalf("start node %s: %v", a.name, err)
+		}
 	}
-	a.node = n
-	t.Cleanup(func() { n.Close() })
+	var bootAgent *nodeTestAgent
+	if boot != nil {
+		bootAgent = &boot.nodeTestAgent
+	}
+	a.startNode(t, policy, bootAgent)
 }
 
 // passed counts how often session passed crash point p at a.

@@ -22,6 +22,8 @@ type nodeTestAgent struct {
 	path string
 	// outbound, when set before the node starts, becomes NodeConfig.Outbound.
 	outbound func(Outgoing) []Outgoing
+	// configure, when set before the node starts, adjusts its NodeConfig last.
+	configure func(*NodeConfig)
 }
 
 // nodeTestStart starts a node for name with a real chain file in dir.
@@ -46,11 +48,15 @@ func (a *nodeTestAgent) startNode(t *testing.T, policy Policy, boot *nodeTestAge
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	n, err := StartNode(ctx, NodeConfig{
+	cfg := NodeConfig{
 		Key: a.key, Chain: a.ch, Policy: policy, Host: HostConfig{Bootstrap: bs, Logger: hostTestLogger()},
 		ResolveInitial: 300 * time.Millisecond, ResolveMax: time.Second, Logger: hostTestLogger(),
 		Outbound: a.outbound,
-	})
+	}
+	if a.configure != nil {
+		a.configure(&cfg)
+	}
+	n, err := StartNode(ctx, cfg)
 	if err != nil {
 		t.Fatalf("start node %s: %v", a.name, err)
 	}
