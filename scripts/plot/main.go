@@ -172,33 +172,26 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 }
 
 func summarize(d *Data) {
-	byP := map[int]*bench.Result{}
-	for _, r := range d.ByParties {
-		byP[r.Parties] = r
-	}
-	if r := byP[2]; r != nil {
-		d.Summary["p50_2party_ms"] = r.Latency.P50
-		d.Summary["p50_2party_floor_ratio"] = r.P50FloorRatio
-		if r8 := byP[8]; r8 != nil {
-			d.Summary["p50_8party_vs_2party"] = round(r8.Latency.P50 / r.Latency.P50)
+	// One set of figures per session kind; offers' keys carry "_offer".
+	for _, kind := range []struct {
+		tag           string
+		parties, conc []*bench.Result
+	}{{"", d.ByParties, d.ByConc}, {"_offer", d.ByPartiesOffer, d.ByConcOffer}} {
+		byP := map[int]*bench.Result{}
+		for _, r := range kind.parties {
+			byP[r.Parties] = r
 		}
-	}
-	byPO := map[int]*bench.Result{}
-	for _, r := range d.ByPartiesOffer {
-		byPO[r.Parties] = r
-	}
-	if r := byPO[2]; r != nil {
-		d.Summary["p50_2party_offer_ms"] = r.Latency.P50
-		d.Summary["p50_2party_offer_floor_ratio"] = r.P50FloorRatio
-		if r8 := byPO[8]; r8 != nil {
-			d.Summary["p50_8party_vs_2party_offer"] = round(r8.Latency.P50 / r.Latency.P50)
+		if r := byP[2]; r != nil {
+			d.Summary["p50_2party"+kind.tag+"_ms"] = r.Latency.P50
+			d.Summary["p50_2party"+kind.tag+"_floor_ratio"] = r.P50FloorRatio
+			if r8 := byP[8]; r8 != nil {
+				d.Summary["p50_8party_vs_2party"+kind.tag] = round(r8.Latency.P50 / r.Latency.P50)
+			}
 		}
-	}
-	for _, r := range d.ByConc {
-		d.Summary["max_sessions_per_sec"] = math.Max(d.Summary["max_sessions_per_sec"], r.SessionsPerSec)
-	}
-	for _, r := range d.ByConcOffer {
-		d.Summary["max_sessions_per_sec_offer"] = math.Max(d.Summary["max_sessions_per_sec_offer"], r.SessionsPerSec)
+		for _, r := range kind.conc {
+			key := "max_sessions_per_sec" + kind.tag
+			d.Summary[key] = math.Max(d.Summary[key], r.SessionsPerSec)
+		}
 	}
 	for _, name := range []string{"100pairs", "100pairs_offer"} {
 		if r := d.Extra[name]; r != nil {
