@@ -21,7 +21,7 @@ type Scheme struct {
 
 // The code byte is part of every agent ID: never renumber.
 var knownSchemes = []*Scheme{
-	{name: "ed25519", code: 1, impl: schemes.ByName("Ed25519")},
+	{name: "ed25519", code: 1, impl: stdEd25519{schemes.ByName("Ed25519")}},
 	{name: "ed448", code: 2, impl: schemes.ByName("Ed448")},
 	{name: "ml-dsa-65", code: 3, impl: schemes.ByName("ML-DSA-65")},
 	{name: "ed25519-dilithium2", code: 4, impl: schemes.ByName("Ed25519-Dilithium2")},
