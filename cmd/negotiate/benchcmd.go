@@ -50,6 +50,7 @@ func benchCommand() *cli.Command {
 			&cli.StringFlag{Name: "store", Value: bench.StoreShared, Usage: "where the chains live: shared (one file, group commit) or per-agent"},
 			&cli.StringFlag{Name: "transport", Value: bench.TransportTCP, Usage: "libp2p transport: tcp, quic or both"},
 			&cli.BoolFlag{Name: "offer", Usage: "run signed offers (the initiator signs first; 2 parties commit in one round trip) instead of negotiated sessions"},
+			&cli.StringFlag{Name: "memprofile", Usage: "write the allocation profile after the measured sessions to `FILE` and the one before them to FILE.start (go tool pprof -sample_index=alloc_space -diff_base FILE.start FILE)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the measured sessions (not start-up) to `FILE` (go tool pprof)"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "measure the heap of N idle sessions instead (pure core)"},
 		),
@@ -101,6 +102,19 @@ func benchAction(c *cli.Context) error {
 		}
 		defer f.Close()
 		opts.CPUProfile = f
+	}
+	if path := c.String("memprofile"); path != "" {
+		after, err := os.Create(path)
+		if err != nil {
+			return usageErr("--memprofile: %v", err)
+		}
+		defer after.Close()
+		start, err := os.Create(path + ".start")
+		if err != nil {
+			return usageErr("--memprofile: %v", err)
+		}
+		defer start.Close()
+		opts.MemProfile, opts.MemProfileStart = after, start
 	}
 	fmt.Fprintf(c.App.ErrWriter, "bench: starting %d nodes on 127.0.0.1...\n", opts.Parties*opts.Pairs)
 	res, err := bench.Run(c.Context, opts)

@@ -142,6 +142,11 @@ type Options struct {
 	// measured sessions only: node start-up, warm-up and the checks after
 	// the run are left out.
 	CPUProfile io.Writer
+	// MemProfile and MemProfileStart, if set, receive the allocation
+	// profile (pprof "allocs") after and before the measured sessions; `go
+	// tool pprof -sample_index=alloc_space -diff_base START AFTER` then shows
+	// what the measured sessions allocated.
+	MemProfile, MemProfileStart io.Writer
 	// Transport is the libp2p transport the nodes listen on: TransportTCP
 	// (default: TCP with Noise/TLS and yamux), TransportQUIC, or
 	// TransportBoth (libp2p then prefers QUIC).
@@ -439,6 +444,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if store != nil {
 		before = store.CommitStats()
 	}
+	if opts.MemProfileStart != nil {
+		if err := pprof.Lookup("allocs").WriteTo(opts.MemProfileStart, 0); err != nil {
+			return nil, fmt.Errorf("bench: allocation profile: %w", err)
+		}
+	}
 	if opts.CPUProfile != nil {
 		if err := pprof.StartCPUProfile(opts.CPUProfile); err != nil {
 			return nil, fmt.Errorf("bench: cpu profile: %w", err)
@@ -447,6 +457,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	samples := runAll(ctx, opts, groups, terms, rec, res)
 	if opts.CPUProfile != nil {
 		pprof.StopCPUProfile()
+	}
+	if opts.MemProfile != nil {
+		if err := pprof.Lookup("allocs").WriteTo(opts.MemProfile, 0); err != nil {
+			return nil, fmt.Errorf("bench: allocation profile: %w", err)
+		}
 	}
 	summarize(res, samples)
 	if store != nil {

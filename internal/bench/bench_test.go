@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -36,7 +37,8 @@ func runTiny(t *testing.T, store string, offer bool) {
 	var calls, last int
 	var setupMu sync.Mutex
 	setup := map[string][2]int{} // stage -> last done, total
-	res, err := Run(ctx, Options{Parties: 2, Sessions: 5, Store: store, Offer: offer, Dir: t.TempDir(), Progress: func(done, total int) {
+	var memStart, memAfter bytes.Buffer
+	res, err := Run(ctx, Options{Parties: 2, Sessions: 5, Store: store, Offer: offer, Dir: t.TempDir(), MemProfile: &memAfter, MemProfileStart: &memStart, Progress: func(done, total int) {
 		calls++
 		last = done
 		if total != 5 {
@@ -59,6 +61,7 @@ func runTiny(t *testing.T, store string, offer bool) {
 		ok   bool
 	}{
 		{"committed == 5", res.Committed == 5},
+		{"both allocation profiles written (gzipped pprof)", bytes.HasPrefix(memStart.Bytes(), []byte{0x1f, 0x8b}) && bytes.HasPrefix(memAfter.Bytes(), []byte{0x1f, 0x8b})},
 		{"failed == 0", res.Failed == 0},
 		{"progress called 5 times up to 5", calls == 5 && last == 5},
 		{"setup progress reached nodes 2/2, peers 1/1, warm-up 1/1", func() bool {
