@@ -2,6 +2,7 @@ package negotiate
 
 import (
 	"fmt"
+	"runtime"
 	"testing"
 
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -139,4 +140,56 @@ func BenchmarkCoreSession(b *testing.B) {
 			b.ReportMetric(float64(c.frames)/n, "frames/session")
 		})
 	}
+}
+
+// BenchmarkCoreEndedSessionMemory runs 2-party signed offers through the
+// pure core and reports the heap the ended sessions still hold (both
+// engines, after forced GCs) per session: kept for the node's life, and
+// dropped as Node does after NodeConfig.EndedRetention (Engine.Evict).
+func BenchmarkCoreEndedSessionMemory(b *testing.B) {
+	for _, drop := range []bool{false, true} {
+		name := "kept"
+		if drop {
+			name = "dropped"
+		}
+		b.Run(name, func(b *testing.B) {
+			c, parties := newBenchCore(b, "ed25519", 2)
+			terms, err := protocol.EncodeTerms(map[string]any{"item": "widget", "price": 1250})
+			if err != nil {
+				b.Fatal(err)
+			}
+			before := liveHeap()
+			for i := 0; i < b.N; i++ {
+				id := protocol.NewSessionID()
+				c.step(b, parties[0].ID, Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: c.now + 1, Offer: true}})
+				c.drain(b)
+				c.now += 2
+				if drop {
+					for _, e := range c.engines {
+						e.Evict(c.now, 0)
+					}
+				}
+			}
+			b.StopTimer()
+			held := 0
+			for _, e := range c.engines {
+				held += e.Held()
+			}
+			if drop && held != 0 {
+				b.Fatalf("%d sessions held after dropping", held)
+			}
+			after := liveHeap()
+			b.ReportMetric(float64(int64(after)-int64(before))/float64(b.N), "heap-B/ended-session")
+			b.ReportMetric(float64(held), "sessions-held")
+			runtime.KeepAlive(c)
+		})
+	}
+}
+
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }

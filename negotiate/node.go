@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"sync"
 	"time"
 
@@ -28,6 +29,11 @@ const (
 	sendTimeout = 10 * time.Second
 	// DefaultProposeTimeout is the session deadline when none is given.
 	DefaultProposeTimeout = 60 * time.Second
+	// DefaultEndedRetention is how long a node keeps an ended session in
+	// memory (NodeConfig.EndedRetention).
+	DefaultEndedRetention = 10 * time.Minute
+	// evictEvery is how often a node drops ended sessions from memory.
+	evictEvery = 5 * time.Second
 )
 
 // ErrNodeStopped is returned after a node stopped, by Close or by a failed durable write.
@@ -49,6 +55,15 @@ type NodeConfig struct {
 	// backoff) a signed party asks the others how a session ended. Zero:
 	// 2 s and 30 s.
 	ResolveInitial, ResolveMax time.Duration
+	// EndedRetention is how long an ended session stays in memory after it
+	// ended (and after its deadline); zero means DefaultEndedRetention,
+	// negative keeps every session in memory for the node's life. After
+	// that only its durable checkpoint is kept, read back when a message,
+	// a decision or a call (Session, Receipt, Wait) names the session, so
+	// a peer's late query is answered the same; a session that ended
+	// unsigned (rejected, expired in negotiation) had nothing durable and
+	// is then forgotten. Memory stays bounded under sustained load.
+	EndedRetention time.Duration
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 	// OnEvent, when set, is called (without locks held) for every engine event.
@@ -128,6 +143,8 @@ type Node struct {
 	waiters map[string][]chan *Outcome
 	timers  map[string]*time.Timer
 	queues  map[sign.AgentID]chan []byte
+	// lastEvict is when ended sessions were last dropped from memory.
+	lastEvict int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -216,6 +233,13 @@ func (n *Node) step(in Input) error {
 		return n.stopped
 	}
 	in.Now = n.now()
+	n.evictLocked(in.Now) // first: it must not drop what is restored next
+	if id := inputSession(in); id != "" {
+		if err := n.restoreLocked(id); err != nil {
+			n.mu.Unlock()
+			return err
+		}
+	}
 	out := n.eng.Step(in)
 	for _, o := range out.SendFirst {
 		n.enqueue(o, in.Now)
@@ -264,6 +288,7 @@ func (n *Node) step(in Input) error {
 		delete(n.waiters, o.Session)
 		if t := n.timers[o.Session+"/"+string(TimerDeadline)]; t != nil {
 			t.Stop()
+			delete(n.timers, o.Session+"/"+string(TimerDeadline))
 		}
 	}
 	n.mu.Unlock()
@@ -551,6 +576,10 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawM
 // Wait blocks until session id ends or ctx is done.
 func (n *Node) Wait(ctx context.Context, id string) (*Outcome, error) {
 	n.mu.Lock()
+	if err := n.restoreLocked(id); err != nil {
+		n.mu.Unlock()
+		return nil, err
+	}
 	o, err := n.eng.Outcome(id)
 	if err != nil || o != nil {
 		n.mu.Unlock()
@@ -589,17 +618,45 @@ func (n *Node) Abort(id, reason string) error {
 	return n.Decide(Decision{Session: id, Action: ActAbort, Reason: reason})
 }
 
-// Sessions lists open sessions, or all with all=true.
+// Sessions lists open sessions, or all with all=true: those in memory
+// and, read from their checkpoints, those that ended signed earlier than
+// NodeConfig.EndedRetention.
 func (n *Node) Sessions(all bool) []SessionInfo {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.eng.Sessions(all)
+	out := n.eng.Sessions(all)
+	if !all {
+		return out
+	}
+	cps, err := n.chain.Checkpoints()
+	if err != nil {
+		n.log.Warn("list sessions: read checkpoints", "err", err)
+		return out
+	}
+	for id, cp := range cps {
+		if n.eng.Has(id) {
+			continue
+		}
+		info, tombstone, err := n.eng.CheckpointInfo(id, cp)
+		if err != nil {
+			n.log.Warn("list sessions: bad checkpoint", "session", id, "err", err)
+			continue
+		}
+		if !tombstone {
+			out = append(out, info)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }
 
 // Session reports one session.
 func (n *Node) Session(id string) (SessionInfo, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := n.restoreLocked(id); err != nil {
+		return SessionInfo{}, err
+	}
 	return n.eng.Session(id)
 }
 
@@ -607,5 +664,41 @@ func (n *Node) Session(id string) (SessionInfo, error) {
 func (n *Node) Receipt(id string) ([]byte, chain.Hash, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if err := n.restoreLocked(id); err != nil {
+		return nil, chain.Hash{}, err
+	}
 	return n.eng.Receipt(id)
+}
+
+// restoreLocked puts session id back into the engine from its durable
+// checkpoint if the engine dropped it (NodeConfig.EndedRetention). A
+// session with no checkpoint is left unknown. n.mu must be held.
+func (n *Node) restoreLocked(id string) error {
+	if n.eng.Has(id) {
+		return nil
+	}
+	cp, ok, err := n.chain.Checkpoint(id)
+	if err != nil {
+		return fmt.Errorf("negotiate: session %s: read checkpoint: %w", id, err)
+	}
+	if !ok {
+		return nil
+	}
+	return n.eng.Restore(id, cp)
+}
+
+// evictLocked drops ended sessions older than the retention from memory,
+// at most every evictEvery. n.mu must be held.
+func (n *Node) evictLocked(now int64) {
+	keep := n.cfg.EndedRetention
+	if keep == 0 {
+		keep = DefaultEndedRetention
+	}
+	if keep < 0 || now-n.lastEvict < min(evictEvery, keep).Milliseconds() {
+		return
+	}
+	n.lastEvict = now
+	if k := n.eng.Evict(now, keep.Milliseconds()); k > 0 {
+		n.log.Debug("ended sessions dropped from memory", "sessions", k, "held", n.eng.Held())
+	}
 }
