@@ -75,6 +75,7 @@ func nodeCommand() *cli.Command {
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "policy", Usage: "decide proposals unattended with the policy in `FILE` (YAML or JSON, see docs/policy.md)"},
+			&cli.DurationFlag{Name: "keep-ended", Value: negotiate.DefaultEndedRetention, Usage: "keep an ended session in memory this `LONG` after it ended and its deadline passed; then only its checkpoint on disk answers for it (0: keep every session in memory)"},
 		),
 		Action: runNode,
 	}
@@ -99,6 +100,13 @@ func runNode(c *cli.Context) error {
 	level, err := parseLevel(c.String("log-level"))
 	if err != nil {
 		return err
+	}
+	keepEnded := c.Duration("keep-ended")
+	switch {
+	case keepEnded < 0:
+		return usageErr("--keep-ended %s: give a duration of 0 or more (0 keeps every session in memory)", keepEnded)
+	case keepEnded == 0:
+		keepEnded = -1 // NodeConfig: negative keeps every session
 	}
 	if n := len(h.socket()); n > maxSocketPath {
 		return usageErr("the control socket path %s is %d bytes, the limit is %d: use a shorter --home", h.socket(), n, maxSocketPath)
@@ -147,9 +155,10 @@ func runNode(c *cli.Context) error {
 			MDNS:        c.Bool("mdns"),
 			Logger:      log,
 		},
-		Policy:    policy,
-		Logger:    log,
-		CrashHook: crashHook,
+		Policy:         policy,
+		Logger:         log,
+		CrashHook:      crashHook,
+		EndedRetention: keepEnded,
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)

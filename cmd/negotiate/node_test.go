@@ -155,7 +155,7 @@ func TestTwoNodes(t *testing.T) {
 	if st, err := os.Stat(filepath.Join(homeA, socketFileName)); err != nil || st.Mode().Perm() != 0o600 {
 		t.Errorf("socket: %v, mode %v; want 0600", err, st.Mode().Perm())
 	}
-	b := startDaemon(t, homeB, "--bootstrap", a.info.Addrs[0], "--metrics", "127.0.0.1:0")
+	b := startDaemon(t, homeB, "--bootstrap", a.info.Addrs[0], "--metrics", "127.0.0.1:0", "--keep-ended", "1s")
 
 	// Discovery is eventually consistent: wait until each resolves the other.
 	for _, p := range []struct {
@@ -234,6 +234,7 @@ func TestTwoNodes(t *testing.T) {
 		{name: "chain status while running", args: []string{"--home", homeA, "chain", "status", "--json"}, check: checkStatus(idA, 1)},
 		{name: "chain verify while running", args: []string{"--home", homeB, "chain", "verify"}, stdout: "chain sound"},
 		{name: "chain export while running", args: []string{"--home", homeB, "chain", "export"}, stdout: string(idB)},
+		{name: "negative --keep-ended", args: []string{"--home", homeA, "node", "--keep-ended", "-1s"}, code: 2, stderr: "--keep-ended -1s"},
 		{name: "second node on the same home", args: []string{"--home", homeA, "node", "--listen", "/ip4/127.0.0.1/tcp/0", "--mdns=false"}, code: 1, stderr: "already runs"},
 		{name: "send to an agent that is not running", args: []string{"--home", homeA, "send", "--timeout", "2s", "--to", string(mustNewID(t)), "hi"}, code: 4},
 		{name: "ping an agent that is not running", args: []string{"--home", homeA, "ping", "--timeout", "2s", string(mustNewID(t))}, code: 4},
