@@ -467,16 +467,27 @@ func (c *Chain) Checkpoint(session string) ([]byte, bool, error) {
 // engine resumes its sessions from them after a restart.
 func (c *Chain) Checkpoints() (map[string][]byte, error) {
 	out := map[string][]byte{}
+	err := c.ForEachCheckpoint(func(session string, checkpoint []byte) error {
+		out[session] = append([]byte{}, checkpoint...)
+		return nil
+	})
+	return out, err
+}
+
+// ForEachCheckpoint calls fn with every session checkpoint in session
+// order, without loading them all at once; checkpoint is valid only during
+// the call (copy what you keep). An error from fn stops the walk and is
+// returned.
+func (c *Chain) ForEachCheckpoint(fn func(session string, checkpoint []byte) error) error {
 	err := c.db.View(func(tx *bolt.Tx) error {
 		return c.bucket(tx, bucketCheckpoints).ForEach(func(k, v []byte) error {
-			out[string(k)] = append([]byte{}, v...)
-			return nil
+			return fn(string(k), v)
 		})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("chain: checkpoints: %w", err)
+		return fmt.Errorf("chain: checkpoints: %w", err)
 	}
-	return out, nil
+	return nil
 }
 
 // NewEntry builds and signs the entry that would follow the current head

@@ -2,6 +2,7 @@ package chain
 
 import (
 	"bytes"
+	"errors"
 	"reflect"
 	"strings"
 	"testing"
@@ -220,6 +221,21 @@ func TestCheckpointsSameTransaction(t *testing.T) {
 			}
 			if _, ok := all["S"]; ok != (tc.wantCP != nil) {
 				t.Fatalf("Checkpoints lists S: %v, want %v", ok, tc.wantCP != nil)
+			}
+			// ForEachCheckpoint walks them in session order and stops at
+			// its callback's error.
+			var walked []string
+			stop := errors.New("stop")
+			err = c2.ForEachCheckpoint(func(session string, _ []byte) error {
+				walked = append(walked, session)
+				return stop
+			})
+			first := "other"
+			if tc.wantCP != nil {
+				first = "S" // "S" sorts before "other"
+			}
+			if !errors.Is(err, stop) || len(walked) != 1 || walked[0] != first {
+				t.Fatalf("ForEachCheckpoint: walked %v, err %v", walked, err)
 			}
 			if c2.Head().Seq != tc.wantHead {
 				t.Fatalf("head %d, want %d", c2.Head().Seq, tc.wantHead)

@@ -164,9 +164,9 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cps, err := cfg.Chain.Checkpoints()
+	cps, err := startupCheckpoints(cfg.Chain, time.Now().UnixMilli(), cfg.endedRetention())
 	if err != nil {
-		return nil, fmt.Errorf("negotiate: read checkpoints: %w", err)
+		return nil, err
 	}
 	lock, _ := cfg.Chain.Lock()
 	eng, err := NewEngine(CoreConfig{
@@ -687,13 +687,37 @@ func (n *Node) restoreLocked(id string) error {
 	return n.eng.Restore(id, cp)
 }
 
+// startupCheckpoints reads the checkpoints a starting node hands to its
+// engine: open sessions and those that ended less than keep ago (all of
+// them if keep < 0). The others stay on disk until something names them
+// (restoreLocked), so a restart after a long run does not load every
+// session ever made.
+func startupCheckpoints(ch *chain.Chain, now int64, keep time.Duration) (map[string][]byte, error) {
+	cps := map[string][]byte{}
+	err := ch.ForEachCheckpoint(func(session string, cp []byte) error {
+		if keep < 0 || !checkpointDroppable(cp, now, keep.Milliseconds()) {
+			cps[session] = append([]byte(nil), cp...)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("negotiate: read checkpoints: %w", err)
+	}
+	return cps, nil
+}
+
+// endedRetention is EndedRetention with its default.
+func (cfg *NodeConfig) endedRetention() time.Duration {
+	if cfg.EndedRetention == 0 {
+		return DefaultEndedRetention
+	}
+	return cfg.EndedRetention
+}
+
 // evictLocked drops ended sessions older than the retention from memory,
 // at most every evictEvery. n.mu must be held.
 func (n *Node) evictLocked(now int64) {
-	keep := n.cfg.EndedRetention
-	if keep == 0 {
-		keep = DefaultEndedRetention
-	}
+	keep := n.cfg.endedRetention()
 	if keep < 0 || now-n.lastEvict < min(evictEvery, keep).Milliseconds() {
 		return
 	}

@@ -103,4 +103,26 @@ func TestNodeDropsEndedSessionsAndAnswersFromCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return commitsToB.Load() > before })
+
+	// A restart leaves ended sessions past their retention on disk.
+	latest := a.node.Sessions(true)
+	for _, s := range latest {
+		if wait := time.Until(time.UnixMilli(s.Deadline)); wait > 0 {
+			time.Sleep(wait + 10*time.Millisecond)
+		}
+	}
+	a.node.Close()
+	a.startNode(t, nil, nil)
+	a.node.mu.Lock()
+	count := a.node.eng.Held()
+	a.node.mu.Unlock()
+	if count != 0 {
+		t.Fatalf("after a restart the node holds %d ended sessions in memory, want 0", count)
+	}
+	if info, err := a.node.Session(id); err != nil || info.State != StateCommitted {
+		t.Fatalf("Session after a restart: %+v, %v", info, err)
+	}
+	if got := len(a.node.Sessions(true)); got != len(latest) {
+		t.Fatalf("Sessions(true) after a restart lists %d sessions, before %d", got, len(latest))
+	}
 }

@@ -1,6 +1,10 @@
 package negotiate
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+)
 
 // Evict drops from memory the sessions that ended at least retainMillis
 // before now and whose deadline has passed, and returns how many it
@@ -17,7 +21,7 @@ import "fmt"
 func (e *Engine) Evict(now, retainMillis int64) int {
 	n := 0
 	for id, s := range e.sessions {
-		if s.final == "" || now-s.since < retainMillis || now < s.deadline {
+		if !droppable(s.final, s.since, s.deadline, now, retainMillis) {
 			continue
 		}
 		if e.lock != nil && e.lock.Session == id {
@@ -60,4 +64,27 @@ func (e *Engine) CheckpointInfo(id string, checkpoint []byte) (SessionInfo, bool
 		return SessionInfo{}, false, fmt.Errorf("negotiate: session %s: %w", id, err)
 	}
 	return e.info(s), s.tombstone, nil
+}
+
+// droppable is the rule of Evict: ended at least retainMillis ago, and
+// past its deadline.
+func droppable(final State, since, deadline, now, retainMillis int64) bool {
+	return final != "" && now-since >= retainMillis && now >= deadline
+}
+
+// checkpointDroppable reports whether the session of a checkpoint is one
+// Evict would drop at now, reading only its state and times; a driver
+// starting up leaves such sessions on disk instead of handing them to
+// NewEngine. A checkpoint it cannot read is not droppable (NewEngine then
+// reports it).
+func checkpointDroppable(checkpoint []byte, now, retainMillis int64) bool {
+	var head struct {
+		Final    State `cbor:"final"`
+		Since    int64 `cbor:"since"`
+		Deadline int64 `cbor:"deadline"`
+	}
+	if err := cbor.Unmarshal(checkpoint, &head); err != nil {
+		return false
+	}
+	return droppable(head.Final, head.Since, head.Deadline, now, retainMillis)
 }

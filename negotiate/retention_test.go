@@ -3,6 +3,7 @@ package negotiate
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -185,5 +186,58 @@ func TestCoreEvictKeepsOpenAndRecent(t *testing.T) {
 	}
 	if f := a.eng.sessions[open].final; f != "" {
 		t.Fatalf("the open session ended: %s", f)
+	}
+}
+
+// TestCheckpointDroppable reads the state and times of real checkpoints.
+func TestCheckpointDroppable(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	b.policy = acceptAll
+	deadline := n.now + 30_000
+	done := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"x": 1}))
+	n.run(1_000)
+	ended := a.eng.sessions[done].since
+	b.policy = nil
+	open := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"x": 2})) // a is locked and waits
+	n.run(1_000)
+	cp := func(id string) []byte {
+		c, ok, err := a.ch.Checkpoint(id)
+		if err != nil || !ok {
+			t.Fatalf("no checkpoint for %s: %v", id, err)
+		}
+		return c
+	}
+	tests := []struct {
+		name       string
+		checkpoint []byte
+		now        int64
+		retain     int64
+		want       bool
+	}{
+		{"ended, past deadline and retention", cp(done), deadline + 10, 5, true},
+		{"ended, within the retention", cp(done), deadline + 10, deadline + 10 - ended + 1, false},
+		{"ended, before its deadline", cp(done), deadline - 1, 0, false},
+		{"open (locked, signed)", cp(open), deadline + 60_000, 0, false},
+		{"not CBOR", []byte{0xff, 0x00}, deadline + 10, 0, false},
+		{"empty", nil, deadline + 10, 0, false},
+	}
+	for _, tc := range tests {
+		if got := checkpointDroppable(tc.checkpoint, tc.now, tc.retain); got != tc.want {
+			t.Errorf("%s: droppable = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+
+	// A starting node loads the open session only, or both when told to
+	// keep every session.
+	for _, keep := range []time.Duration{time.Millisecond, -1} {
+		cps, err := startupCheckpoints(a.ch, deadline+10, keep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, hasDone := cps[done]
+		if _, hasOpen := cps[open]; !hasOpen || hasDone != (keep < 0) || len(cps) != 1+map[bool]int{true: 1}[keep < 0] {
+			t.Errorf("keep %v: startup loads %d checkpoints (open %v, ended %v)", keep, len(cps), hasOpen, hasDone)
+		}
 	}
 }
