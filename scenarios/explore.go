@@ -28,6 +28,9 @@ type ExploreOptions struct {
 	Seal bool
 	// Bug injects a deliberate durability bug (tests of the checker only).
 	Bug Bug
+	// DropEnded drops ended sessions from memory at once and restores them
+	// from their checkpoints (SimOptions.DropEnded).
+	DropEnded bool
 	// StopAtFirst ends the exploration at the first failing seed.
 	StopAtFirst bool
 	// Progress, if set, is called after every run with the runs done and the total.
@@ -91,7 +94,7 @@ func Explore(ctx context.Context, sc *Scenario, opts ExploreOptions) (*ExploreRe
 			break
 		}
 		seed := first + uint64(i)
-		r, err := RunSim(ctx, sc, SimOptions{Seed: seed, RandomFaults: true, Seal: opts.Seal, Bug: opts.Bug})
+		r, err := RunSim(ctx, sc, SimOptions{Seed: seed, RandomFaults: true, Seal: opts.Seal, Bug: opts.Bug, DropEnded: opts.DropEnded})
 		if err != nil {
 			return nil, fmt.Errorf("scenarios: explore seed %d: %w", seed, err)
 		}

@@ -56,6 +56,13 @@ func (m *MemStore) Checkpoints() map[string][]byte {
 	return out
 }
 
+// Checkpoint returns a copy of one session's checkpoint and whether there
+// is one.
+func (m *MemStore) Checkpoint(session string) ([]byte, bool) {
+	cp, ok := m.checkpoints[session]
+	return bytes.Clone(cp), ok
+}
+
 // Entries returns a copy of the chain from its genesis.
 func (m *MemStore) Entries() []chain.Entry {
 	out := make([]chain.Entry, len(m.entries))

@@ -77,6 +77,11 @@ type SimOptions struct {
 	Trace bool
 	// Bug injects a deliberate durability bug (tests of the checker only).
 	Bug Bug
+	// DropEnded makes every node drop each ended session from memory as
+	// soon as its deadline passed (a Node with a zero-length
+	// EndedRetention) and read it back from its checkpoint when an input
+	// names it, so the faults and invariants also cover that path.
+	DropEnded bool
 }
 
 // Line is one checked expectation or invariant.
@@ -231,7 +236,11 @@ type simNode struct {
 	policy *Policy
 	byz    string
 
-	pending    map[string]bool                // engine session → a decision waits
+	pending map[string]bool // engine session → a decision waits
+	// ended is each session's outcome as this engine reported it since its
+	// last (re)start: what an application saw, read when the engine has
+	// dropped an unsigned session (SimOptions.DropEnded).
+	ended      map[string]*negotiate.Outcome
 	firstFinal map[string]int64               // engine session → when first final
 	consent    map[string]map[consentKey]bool // engine session → rounds/terms it accepted or proposed
 	offered    map[string]consentKey          // engine session → round/terms of a signed offer as shown to it
@@ -398,6 +407,7 @@ func (s *sim) boot(n *simNode) error {
 	n.epoch++
 	n.guard = protocol.NewReplayGuard(0, 0)
 	n.pending = map[string]bool{}
+	n.ended = map[string]*negotiate.Outcome{}
 	return nil
 }
 
@@ -595,6 +605,10 @@ func (s *sim) sname(id string) string {
 // the order the engine demands: persist, then send; crash points cut in.
 func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
 	in.Now = s.now
+	if s.opts.DropEnded {
+		n.eng.Evict(s.now, 0)
+		s.restore(n, sessionOf(in))
+	}
 	out := n.eng.Step(in)
 	if out.Err != nil {
 		n.errs++
@@ -714,6 +728,20 @@ func (s *sim) readySent(session string, hasVote bool, sent []negotiate.Outgoing)
 	return false
 }
 
+// restore reads session id back from n's checkpoint if its engine
+// dropped it (SimOptions.DropEnded), as Node does.
+func (s *sim) restore(n *simNode, id string) {
+	if !s.opts.DropEnded || id == "" || n.eng.Has(id) {
+		return
+	}
+	if cp, ok := n.store.Checkpoint(id); ok {
+		if err := n.eng.Restore(id, cp); err != nil {
+			s.logf("%s: %v", n.name, err)
+			n.errs++
+		}
+	}
+}
+
 func sessionOf(in negotiate.Input) string {
 	switch {
 	case in.Start != nil:
@@ -792,6 +820,9 @@ func (s *sim) onEvent(n *simNode, ev negotiate.Event) {
 		s.logf("%s reports a violation in %s: %s", n.name, s.sname(ev.Session), ev.Reason)
 	case negotiate.EvCommitted, negotiate.EvRejected, negotiate.EvAborted:
 		delete(n.pending, ev.Session)
+		if ev.Outcome != nil {
+			n.ended[ev.Session] = ev.Outcome
+		}
 		if _, ok := n.firstFinal[ev.Session]; !ok {
 			n.firstFinal[ev.Session] = s.now
 		}
@@ -1238,7 +1269,11 @@ func (s *sim) outcomeOf(n *simNode, ss *simSession) PartyOutcome {
 	if !n.up || n.eng == nil {
 		return PartyOutcome{State: "down"}
 	}
+	s.restore(n, ss.id)
 	o, err := n.eng.Outcome(ss.id)
+	if err != nil && s.opts.DropEnded && n.ended[ss.id] != nil {
+		o, err = n.ended[ss.id], nil // dropped, ended unsigned this epoch
+	}
 	if err != nil {
 		return PartyOutcome{State: "none"}
 	}
