@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/negotiate-dev/negotiate/internal/heap"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
 )
@@ -158,7 +159,7 @@ func BenchmarkCoreEndedSessionMemory(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			before := liveHeap()
+			before := heap.Live()
 			for i := 0; i < b.N; i++ {
 				id := protocol.NewSessionID()
 				c.step(b, parties[0].ID, Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: c.now + 1, Offer: true}})
@@ -178,18 +179,10 @@ func BenchmarkCoreEndedSessionMemory(b *testing.B) {
 			if drop && held != 0 {
 				b.Fatalf("%d sessions held after dropping", held)
 			}
-			after := liveHeap()
+			after := heap.Live()
 			b.ReportMetric(float64(int64(after)-int64(before))/float64(b.N), "heap-B/ended-session")
 			b.ReportMetric(float64(held), "sessions-held")
 			runtime.KeepAlive(c)
 		})
 	}
-}
-
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/internal/heap"
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
@@ -64,7 +65,7 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 		return nil, fmt.Errorf("bench: idle: terms: %w", err)
 	}
 	started := time.Now()
-	base := liveHeap()
+	base := heap.Live()
 	par, err := negotiate.NewEngine(negotiate.CoreConfig{Key: k2, Head: chain.Head{}})
 	if err != nil {
 		return nil, err
@@ -97,10 +98,10 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 	if pending != n {
 		return nil, fmt.Errorf("bench: idle: %d sessions wait for a decision, want %d", pending, n)
 	}
-	both := liveHeap()
+	both := heap.Live()
 	runtime.KeepAlive(inis)
 	inis = nil
-	onlyPar := liveHeap()
+	onlyPar := heap.Live()
 	runtime.KeepAlive(par)
 	res := &HeapResult{Sessions: n, Scheme: scheme.Name(), ElapsedSec: round3(time.Since(started).Seconds())}
 	res.ParticipantBytes = sub(onlyPar, base)
@@ -149,12 +150,4 @@ func sub(a, b uint64) uint64 {
 		return 0
 	}
 	return a - b
-}
-
-func liveHeap() uint64 {
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return m.HeapAlloc
 }
