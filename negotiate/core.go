@@ -31,7 +31,9 @@ var (
 
 // Engine is the pure countersigning state machine of one agent. It has no
 // clock, network or disk: the caller feeds it inputs through Step and
-// carries out the returned Output. It is not safe for concurrent use.
+// carries out the returned Output; the one thing it reads is a dropped
+// session's checkpoint, through CoreConfig.Checkpoint when given one. It is
+// not safe for concurrent use.
 type Engine struct {
 	key      *sign.PrivateKey
 	self     protocol.Party
@@ -39,6 +41,8 @@ type Engine struct {
 	lock     *chain.Lock
 	sessions map[string]*session
 	cfg      CoreConfig
+	// lastEvict is when ended sessions were last dropped (CoreConfig.Checkpoint).
+	lastEvict int64
 }
 
 // CoreConfig configures an Engine. Zero values get the documented defaults.
@@ -50,6 +54,16 @@ type CoreConfig struct {
 	Lock *chain.Lock
 	// Checkpoints are the durable session checkpoints to resume (from chain.Checkpoints).
 	Checkpoints map[string][]byte
+	// Checkpoint, when set, reads one session's durable checkpoint (as
+	// chain.Chain.Checkpoint does). The engine then drops ended sessions
+	// from memory once EndedRetentionMillis passed since they ended and
+	// their deadline passed, and reads one back before any input or view
+	// that names it, so memory stays bounded and nothing that was signed
+	// is forgotten (retention.go). Nil keeps every session in memory.
+	Checkpoint func(session string) ([]byte, bool, error)
+	// EndedRetentionMillis is how long an ended session stays in memory
+	// when Checkpoint is set (0: drop it as soon as its deadline passed).
+	EndedRetentionMillis int64
 	// SignCheck, when set, is asked before this agent signs an agreement;
 	// an error makes it refuse. It must be deterministic.
 	SignCheck func(a *protocol.Agreement) error
@@ -293,6 +307,11 @@ const (
 // Step feeds one input to the engine and returns what to do.
 func (e *Engine) Step(in Input) Output {
 	var out Output
+	e.evictDue(in.Now) // first: it must not drop what load brings back next
+	if err := e.load(in.Session()); err != nil {
+		out.Err = err
+		return out
+	}
 	switch {
 	case in.Start != nil:
 		out.Err = e.start(in.Now, in.Start, &out)

@@ -146,7 +146,8 @@ func BenchmarkCoreSession(b *testing.B) {
 // BenchmarkCoreEndedSessionMemory runs 2-party signed offers through the
 // pure core and reports the heap the ended sessions still hold (both
 // engines, after forced GCs) per session: kept for the node's life, and
-// dropped as Node does after NodeConfig.EndedRetention (Engine.Evict).
+// dropped as an engine with CoreConfig.Checkpoint does (Node: after
+// NodeConfig.EndedRetention).
 func BenchmarkCoreEndedSessionMemory(b *testing.B) {
 	for _, drop := range []bool{false, true} {
 		name := "kept"
@@ -167,7 +168,7 @@ func BenchmarkCoreEndedSessionMemory(b *testing.B) {
 				c.now += 2
 				if drop {
 					for _, e := range c.engines {
-						e.Evict(c.now, 0)
+						e.evict(c.now, 0)
 					}
 				}
 			}

@@ -27,11 +27,6 @@ type coreNet struct {
 	timers []coreTimer
 	drop   func(from, to *coreNode, typ string) bool
 	sent   map[string]int
-	// evictAfter >= 0 makes every step first drop ended sessions older
-	// than it from memory and restore the input's session from its
-	// checkpoint, as Node does with NodeConfig.EndedRetention; -1 never
-	// drops one.
-	evictAfter int64
 }
 
 type coreNode struct {
@@ -62,7 +57,7 @@ const t0 = int64(1_800_000_000_000)
 
 func newCoreNet(t *testing.T, names ...string) *coreNet {
 	t.Helper()
-	n := &coreNet{t: t, now: t0, byID: map[sign.AgentID]*coreNode{}, sent: map[string]int{}, evictAfter: -1}
+	n := &coreNet{t: t, now: t0, byID: map[sign.AgentID]*coreNode{}, sent: map[string]int{}}
 	dir := t.TempDir()
 	scheme, _ := sign.SchemeByName("ed25519")
 	for _, name := range names {
@@ -103,18 +98,6 @@ func (n *coreNet) party(nd *coreNode) protocol.Party { return nd.eng.Self() }
 
 func (n *coreNet) step(nd *coreNode, in Input) Output {
 	in.Now = n.now
-	if n.evictAfter >= 0 {
-		nd.eng.Evict(n.now, n.evictAfter)
-		if id := inputSession(in); id != "" && !nd.eng.Has(id) {
-			if cp, ok, err := nd.ch.Checkpoint(id); err != nil {
-				n.t.Fatal(err)
-			} else if ok {
-				if err := nd.eng.Restore(id, cp); err != nil {
-					n.t.Fatalf("%s: %v", nd.name, err)
-				}
-			}
-		}
-	}
 	out := nd.eng.Step(in)
 	if out.Err != nil {
 		nd.errs = append(nd.errs, out.Err)

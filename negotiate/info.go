@@ -37,6 +37,9 @@ type SessionInfo struct {
 
 // Session reports one session.
 func (e *Engine) Session(id string) (SessionInfo, error) {
+	if err := e.load(id); err != nil {
+		return SessionInfo{}, err
+	}
 	s := e.sessions[id]
 	if s == nil {
 		return SessionInfo{}, fmt.Errorf("negotiate: %w %s", ErrUnknownSession, id)
@@ -86,6 +89,9 @@ func (e *Engine) info(s *session) SessionInfo {
 
 // Outcome returns the outcome of a finished session (nil while open).
 func (e *Engine) Outcome(id string) (*Outcome, error) {
+	if err := e.load(id); err != nil {
+		return nil, err
+	}
 	s := e.sessions[id]
 	if s == nil {
 		return nil, fmt.Errorf("negotiate: %w %s", ErrUnknownSession, id)
@@ -95,6 +101,9 @@ func (e *Engine) Outcome(id string) (*Outcome, error) {
 
 // Receipt returns the commit certificate (record CBOR) of a committed session.
 func (e *Engine) Receipt(id string) ([]byte, chain.Hash, error) {
+	if err := e.load(id); err != nil {
+		return nil, chain.Hash{}, err
+	}
 	s := e.sessions[id]
 	if s == nil {
 		return nil, chain.Hash{}, fmt.Errorf("negotiate: %w %s", ErrUnknownSession, id)

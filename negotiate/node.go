@@ -1,6 +1,7 @@
 package negotiate
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,8 +33,6 @@ const (
 	// DefaultEndedRetention is how long a node keeps an ended session in
 	// memory (NodeConfig.EndedRetention).
 	DefaultEndedRetention = 10 * time.Minute
-	// evictEvery is how often a node drops ended sessions from memory.
-	evictEvery = 5 * time.Second
 )
 
 // ErrNodeStopped is returned after a node stopped, by Close or by a failed durable write.
@@ -143,8 +142,6 @@ type Node struct {
 	waiters map[string][]chan *Outcome
 	timers  map[string]*time.Timer
 	queues  map[sign.AgentID]chan []byte
-	// lastEvict is when ended sessions were last dropped from memory.
-	lastEvict int64
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -164,13 +161,19 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cps, err := startupCheckpoints(cfg.Chain, time.Now().UnixMilli(), cfg.endedRetention())
+	keep := cfg.endedRetention()
+	cps, err := startupCheckpoints(cfg.Chain, time.Now().UnixMilli(), keep)
 	if err != nil {
 		return nil, err
+	}
+	var checkpoint func(string) ([]byte, bool, error)
+	if keep >= 0 {
+		checkpoint = cfg.Chain.Checkpoint
 	}
 	lock, _ := cfg.Chain.Lock()
 	eng, err := NewEngine(CoreConfig{
 		Key: cfg.Key, Head: cfg.Chain.Head(), Lock: lock, Checkpoints: cps, SignCheck: cfg.SignCheck,
+		Checkpoint: checkpoint, EndedRetentionMillis: keep.Milliseconds(),
 		ResolveInitialMillis: cfg.ResolveInitial.Milliseconds(), ResolveMaxMillis: cfg.ResolveMax.Milliseconds(),
 	})
 	if err != nil {
@@ -233,13 +236,6 @@ func (n *Node) step(in Input) error {
 		return n.stopped
 	}
 	in.Now = n.now()
-	n.evictLocked(in.Now) // first: it must not drop what is restored next
-	if id := inputSession(in); id != "" {
-		if err := n.restoreLocked(id); err != nil {
-			n.mu.Unlock()
-			return err
-		}
-	}
 	out := n.eng.Step(in)
 	for _, o := range out.SendFirst {
 		n.enqueue(o, in.Now)
@@ -271,7 +267,7 @@ func (n *Node) step(in Input) error {
 	for _, t := range out.Timers {
 		n.armTimer(t, in.Now)
 	}
-	if accepted && n.cfg.CrashHook != nil && n.crash(CrashAfterAccept, inputSession(in), true) {
+	if accepted && n.cfg.CrashHook != nil && n.crash(CrashAfterAccept, in.Session(), true) {
 		n.mu.Unlock()
 		return n.stopped
 	}
@@ -308,19 +304,6 @@ func (n *Node) step(in Input) error {
 		}
 	}
 	return out.Err
-}
-
-// inputSession is the session an input concerns, if any.
-func inputSession(in Input) string {
-	switch {
-	case in.Message != nil:
-		return in.Message.Session
-	case in.Decision != nil:
-		return in.Decision.Session
-	case in.Start != nil:
-		return in.Start.Session
-	}
-	return ""
 }
 
 func (n *Node) applyPolicy(ev Event) {
@@ -576,10 +559,6 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawM
 // Wait blocks until session id ends or ctx is done.
 func (n *Node) Wait(ctx context.Context, id string) (*Outcome, error) {
 	n.mu.Lock()
-	if err := n.restoreLocked(id); err != nil {
-		n.mu.Unlock()
-		return nil, err
-	}
 	o, err := n.eng.Outcome(id)
 	if err != nil || o != nil {
 		n.mu.Unlock()
@@ -628,23 +607,24 @@ func (n *Node) Sessions(all bool) []SessionInfo {
 	if !all {
 		return out
 	}
-	cps, err := n.chain.Checkpoints()
-	if err != nil {
-		n.log.Warn("list sessions: read checkpoints", "err", err)
-		return out
+	listed := make(map[string]bool, len(out))
+	for _, in := range out {
+		listed[in.ID] = true
 	}
-	for id, cp := range cps {
-		if n.eng.Has(id) {
-			continue
+	err := n.chain.ForEachCheckpoint(func(id string, cp []byte) error {
+		if listed[id] {
+			return nil
 		}
-		info, tombstone, err := n.eng.CheckpointInfo(id, cp)
+		info, tombstone, err := n.eng.checkpointInfo(id, bytes.Clone(cp))
 		if err != nil {
 			n.log.Warn("list sessions: bad checkpoint", "session", id, "err", err)
-			continue
-		}
-		if !tombstone {
+		} else if !tombstone {
 			out = append(out, info)
 		}
+		return nil
+	})
+	if err != nil {
+		n.log.Warn("list sessions: read checkpoints", "err", err)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	return out
@@ -654,9 +634,6 @@ func (n *Node) Sessions(all bool) []SessionInfo {
 func (n *Node) Session(id string) (SessionInfo, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.restoreLocked(id); err != nil {
-		return SessionInfo{}, err
-	}
 	return n.eng.Session(id)
 }
 
@@ -664,33 +641,13 @@ func (n *Node) Session(id string) (SessionInfo, error) {
 func (n *Node) Receipt(id string) ([]byte, chain.Hash, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.restoreLocked(id); err != nil {
-		return nil, chain.Hash{}, err
-	}
 	return n.eng.Receipt(id)
-}
-
-// restoreLocked puts session id back into the engine from its durable
-// checkpoint if the engine dropped it (NodeConfig.EndedRetention). A
-// session with no checkpoint is left unknown. n.mu must be held.
-func (n *Node) restoreLocked(id string) error {
-	if n.eng.Has(id) {
-		return nil
-	}
-	cp, ok, err := n.chain.Checkpoint(id)
-	if err != nil {
-		return fmt.Errorf("negotiate: session %s: read checkpoint: %w", id, err)
-	}
-	if !ok {
-		return nil
-	}
-	return n.eng.Restore(id, cp)
 }
 
 // startupCheckpoints reads the checkpoints a starting node hands to its
 // engine: open sessions and those that ended less than keep ago (all of
 // them if keep < 0). The others stay on disk until something names them
-// (restoreLocked), so a restart after a long run does not load every
+// (Engine.load), so a restart after a long run does not load every
 // session ever made.
 func startupCheckpoints(ch *chain.Chain, now int64, keep time.Duration) (map[string][]byte, error) {
 	cps := map[string][]byte{}
@@ -712,17 +669,4 @@ func (cfg *NodeConfig) endedRetention() time.Duration {
 		return DefaultEndedRetention
 	}
 	return cfg.EndedRetention
-}
-
-// evictLocked drops ended sessions older than the retention from memory,
-// at most every evictEvery. n.mu must be held.
-func (n *Node) evictLocked(now int64) {
-	keep := n.cfg.endedRetention()
-	if keep < 0 || now-n.lastEvict < min(evictEvery, keep).Milliseconds() {
-		return
-	}
-	n.lastEvict = now
-	if k := n.eng.Evict(now, keep.Milliseconds()); k > 0 {
-		n.log.Debug("ended sessions dropped from memory", "sessions", k, "held", n.eng.Held())
-	}
 }

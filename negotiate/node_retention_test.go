@@ -62,7 +62,7 @@ func TestNodeDropsEndedSessionsAndAnswersFromCheckpoints(t *testing.T) {
 	time.Sleep(1600 * time.Millisecond) // past the first session's deadline
 	propose(2)                          // any step drops what is due
 	a.node.mu.Lock()
-	held := a.node.eng.Has(id)
+	held := a.node.eng.sessions[id] != nil
 	a.node.mu.Unlock()
 	if held {
 		t.Fatal("the ended session is still in the initiator's memory")
@@ -91,7 +91,7 @@ func TestNodeDropsEndedSessionsAndAnswersFromCheckpoints(t *testing.T) {
 
 	// b asks again, as a party that missed the outcome would.
 	a.node.mu.Lock()
-	a.node.eng.Evict(time.Now().UnixMilli(), 0)
+	a.node.eng.evict(time.Now().UnixMilli(), 0)
 	a.node.mu.Unlock()
 	rec, err := DecodeRecord(receipt)
 	if err != nil {

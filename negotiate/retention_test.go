@@ -93,12 +93,14 @@ func TestCoreEvictedSessionsAnswerTheSame(t *testing.T) {
 
 	writesBefore := len(a.writes) + len(b.writes)
 	for _, nd := range n.nodes {
-		nd.eng.Evict(n.now, 0)
+		// From now on the engine drops ended sessions at once and reads
+		// them back from the chain when named.
+		nd.eng.cfg.Checkpoint, nd.eng.cfg.EndedRetentionMillis = nd.ch.Checkpoint, 0
+		nd.eng.evictDue(n.now)
 		if held := nd.eng.Held(); held != 0 {
 			t.Fatalf("%s still holds %d sessions after the drop", nd.name, held)
 		}
 	}
-	n.evictAfter = 0 // from now on every step restores from the checkpoint
 	for i, r := range runs[:len(runs)-1] {
 		for _, pair := range [][2]*coreNode{{b, a}, {a, b}} {
 			got := answerOf(t, query(pair[0], pair[1], i))
@@ -132,11 +134,9 @@ func TestCoreEvictedSessionsAnswerTheSame(t *testing.T) {
 	}
 
 	// An old proposal cannot reopen a dropped session.
-	n.evictAfter = -1
 	for _, nd := range n.nodes {
-		nd.eng.Evict(n.now, 0)
+		nd.eng.evictDue(n.now)
 	}
-	n.evictAfter = 0
 	out = n.step(b, Input{Message: &Received{From: a.key.AgentID(), Type: protocol.TypePropose, Session: ids[0], Body: &protocol.Propose{
 		Round: 1, MaxRounds: 1, Parties: []protocol.Party{n.party(a), n.party(b)}, Terms: terms(t, map[string]any{"run": 0}), Deadline: deadline,
 	}}})
@@ -148,7 +148,7 @@ func TestCoreEvictedSessionsAnswerTheSame(t *testing.T) {
 	}
 }
 
-// TestCoreEvictKeepsOpenAndRecent checks what Evict leaves: open sessions,
+// TestCoreEvictKeepsOpenAndRecent checks what evict leaves: open sessions,
 // sessions that ended less than the retention ago, and sessions whose
 // deadline has not passed.
 func TestCoreEvictKeepsOpenAndRecent(t *testing.T) {
@@ -176,11 +176,11 @@ func TestCoreEvictKeepsOpenAndRecent(t *testing.T) {
 		{"after both", deadline + 1, 1, false},
 	}
 	for _, tc := range tests {
-		a.eng.Evict(tc.now, tc.retain)
-		if got := a.eng.Has(done); got != tc.wantDone {
+		a.eng.evict(tc.now, tc.retain)
+		if got := (a.eng.sessions[done] != nil); got != tc.wantDone {
 			t.Errorf("%s: ended session held = %v, want %v", tc.name, got, tc.wantDone)
 		}
-		if !a.eng.Has(open) {
+		if a.eng.sessions[open] == nil {
 			t.Fatalf("%s: the open session was dropped", tc.name)
 		}
 	}

@@ -162,7 +162,6 @@ func (s *sim) checkInvariants() []Line {
 			if n.eng == nil {
 				continue
 			}
-			s.restore(n, ss.id)
 			if o, err := n.eng.Outcome(ss.id); err == nil && o == nil {
 				info, _ := n.eng.Session(ss.id)
 				term = append(term, fmt.Sprintf("%s: %s never ended it (phase %s, vote %q)", ss.name, n.name, info.Phase, info.Vote))

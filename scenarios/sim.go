@@ -397,9 +397,14 @@ func newSim(sc *Scenario, opts SimOptions, seed uint64) (*sim, error) {
 // boot builds the node's engine from its store, as a (re)start does.
 func (s *sim) boot(n *simNode) error {
 	lock, _ := n.store.Lock()
-	eng, err := negotiate.NewEngine(negotiate.CoreConfig{
-		Key: n.key, Head: n.store.Head(), Lock: lock, Checkpoints: n.store.Checkpoints(),
-	})
+	cfg := negotiate.CoreConfig{Key: n.key, Head: n.store.Head(), Lock: lock, Checkpoints: n.store.Checkpoints()}
+	if s.opts.DropEnded {
+		cfg.Checkpoint = func(session string) ([]byte, bool, error) {
+			cp, ok := n.store.Checkpoint(session)
+			return cp, ok, nil
+		}
+	}
+	eng, err := negotiate.NewEngine(cfg)
 	if err != nil {
 		return fmt.Errorf("scenarios: start %s: %w", n.name, err)
 	}
@@ -605,10 +610,6 @@ func (s *sim) sname(id string) string {
 // the order the engine demands: persist, then send; crash points cut in.
 func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
 	in.Now = s.now
-	if s.opts.DropEnded {
-		n.eng.Evict(s.now, 0)
-		s.restore(n, sessionOf(in))
-	}
 	out := n.eng.Step(in)
 	if out.Err != nil {
 		n.errs++
@@ -682,10 +683,10 @@ func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
 	if in.Message != nil {
 		recv = in.Message.Type
 	}
-	if (in.Start != nil && sentPropose || (recv == protocol.TypePropose || recv == protocol.TypeOffer) && out.Err == nil) && s.fire(n, PointAfterPropose, sessionOf(in)) {
+	if (in.Start != nil && sentPropose || (recv == protocol.TypePropose || recv == protocol.TypeOffer) && out.Err == nil) && s.fire(n, PointAfterPropose, in.Session()) {
 		return out
 	}
-	if (sentAccept || recv == protocol.TypeAccept && out.Err == nil) && s.fire(n, PointAfterAccept, sessionOf(in)) {
+	if (sentAccept || recv == protocol.TypeAccept && out.Err == nil) && s.fire(n, PointAfterAccept, in.Session()) {
 		return out
 	}
 	return out
@@ -726,32 +727,6 @@ func (s *sim) readySent(session string, hasVote bool, sent []negotiate.Outgoing)
 		}
 	}
 	return false
-}
-
-// restore reads session id back from n's checkpoint if its engine
-// dropped it (SimOptions.DropEnded), as Node does.
-func (s *sim) restore(n *simNode, id string) {
-	if !s.opts.DropEnded || id == "" || n.eng.Has(id) {
-		return
-	}
-	if cp, ok := n.store.Checkpoint(id); ok {
-		if err := n.eng.Restore(id, cp); err != nil {
-			s.logf("%s: %v", n.name, err)
-			n.errs++
-		}
-	}
-}
-
-func sessionOf(in negotiate.Input) string {
-	switch {
-	case in.Start != nil:
-		return in.Start.Session
-	case in.Message != nil:
-		return in.Message.Session
-	case in.Decision != nil:
-		return in.Decision.Session
-	}
-	return ""
 }
 
 // fire runs the triggers of n at point; it reports whether n crashed.
@@ -1269,7 +1244,6 @@ func (s *sim) outcomeOf(n *simNode, ss *simSession) PartyOutcome {
 	if !n.up || n.eng == nil {
 		return PartyOutcome{State: "down"}
 	}
-	s.restore(n, ss.id)
 	o, err := n.eng.Outcome(ss.id)
 	if err != nil && s.opts.DropEnded && n.ended[ss.id] != nil {
 		o, err = n.ended[ss.id], nil // dropped, ended unsigned this epoch
