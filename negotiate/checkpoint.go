@@ -24,16 +24,20 @@ type checkpointData struct {
 	Vote      vote                `cbor:"vote"`
 	Head      chain.Head          `cbor:"head"`
 	Ready     *protocol.Ready     `cbor:"ready,omitempty"`
-	Final     State               `cbor:"final,omitempty"`
-	Reason    string              `cbor:"reason,omitempty"`
-	Busy      bool                `cbor:"busy,omitempty"`
-	Tombstone bool                `cbor:"tombstone,omitempty"`
-	Receipt   []byte              `cbor:"receipt,omitempty"`
-	AbortCert []byte              `cbor:"abort_cert,omitempty"`
-	Refusals  []refusal           `cbor:"refusals,omitempty"`
-	Since     int64               `cbor:"since"`
-	Started   int64               `cbor:"started"`
-	Offer     bool                `cbor:"offer,omitempty"`
+	// Held are the other parties' verified statements a signed, open
+	// session holds (by party index), so after a restart it still knows
+	// who signed: a refusal from one of them is void (voidRefusal).
+	Held      map[int]*protocol.Ready `cbor:"held,omitempty"`
+	Final     State                   `cbor:"final,omitempty"`
+	Reason    string                  `cbor:"reason,omitempty"`
+	Busy      bool                    `cbor:"busy,omitempty"`
+	Tombstone bool                    `cbor:"tombstone,omitempty"`
+	Receipt   []byte                  `cbor:"receipt,omitempty"`
+	AbortCert []byte                  `cbor:"abort_cert,omitempty"`
+	Refusals  []refusal               `cbor:"refusals,omitempty"`
+	Since     int64                   `cbor:"since"`
+	Started   int64                   `cbor:"started"`
+	Offer     bool                    `cbor:"offer,omitempty"`
 }
 
 type refusal struct {
@@ -50,6 +54,16 @@ func (e *Engine) checkpoint(s *session) []byte {
 	}
 	if s.vote == voteSigned {
 		cp.Ready = s.readys[s.selfIdx]
+		if s.final == "" {
+			for i, r := range s.readys {
+				if i != s.selfIdx && r != nil {
+					if cp.Held == nil {
+						cp.Held = map[int]*protocol.Ready{}
+					}
+					cp.Held[i] = r
+				}
+			}
+		}
 	}
 	for ah, cert := range s.refusals {
 		cp.Refusals = append(cp.Refusals, refusal{AgreementHash: ah, Cert: cert})
@@ -104,7 +118,18 @@ func restoreSession(e *Engine, id string, b []byte) (*session, error) {
 			return nil, fmt.Errorf("signed checkpoint without its agreement or signature")
 		}
 		s.phase = PhaseSigning
+		for i, r := range cp.Held {
+			if i >= 0 && i < len(s.parties) && i != s.selfIdx && r != nil && r.AgreementHash == s.ah {
+				s.readys[i] = r
+			}
+		}
 		s.readys[s.selfIdx] = cp.Ready
+	case len(s.refusals) > 0:
+		// Open and unsigned, with a durable refusal of another agreement
+		// (an equivocating initiator asked while this agent was still
+		// deciding an offer). The decision was not durable: the restart
+		// ends the session, and its refusals keep answering for it.
+		s.final, s.reason, s.phase = StateAborted, "restarted before this agent decided", PhaseDone
 	default:
 		return nil, fmt.Errorf("checkpoint of an open session that is not signed")
 	}

@@ -327,7 +327,20 @@ func (e *Engine) Step(in Input) Output {
 		e.resume(in.Now, &out)
 	}
 	if out.Err != nil && len(out.Persist) == 0 && len(out.Send) == 0 {
-		out.Timers, out.Events = nil, nil
+		// A refused input changes nothing; only its violation reports
+		// (proof of a misbehaving peer) stand.
+		out.Timers, out.Events = nil, violationsOnly(out.Events)
 	}
 	return out
+}
+
+// violationsOnly keeps the EvViolation events of evs.
+func violationsOnly(evs []Event) []Event {
+	var keep []Event
+	for _, ev := range evs {
+		if ev.Kind == EvViolation {
+			keep = append(keep, ev)
+		}
+	}
+	return keep
 }

@@ -8,7 +8,9 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
 )
 
 // proposeOffer starts a signed offer from init to others.
@@ -333,5 +335,150 @@ func TestForOffer(t *testing.T) {
 		if got := ForOffer(d); got.Action != d.Action || got.Reason != d.Reason {
 			t.Fatalf("ForOffer(%+v) = %+v, want it unchanged", d, got)
 		}
+	}
+}
+
+// TestCoreEquivocationIsReportedThoughRefused: an initiator that sends a
+// second, different proposal or offer for one session gets the input
+// refused (nothing changes: no write, send, timer or other event), and the
+// participant still reports the violation.
+func TestCoreEquivocationIsReportedThoughRefused(t *testing.T) {
+	tests := []struct {
+		name  string
+		offer bool
+	}{{"propose", false}, {"offer", true}}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newCoreNet(t, "a", "b")
+			a, b := n.nodes[0], n.nodes[1] // b has no policy: the proposal waits
+			var id string
+			if tc.offer {
+				id = mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"x": 1}))
+			} else {
+				id = n.propose(a, []*coreNode{b}, terms(t, map[string]any{"x": 1}), 2)
+			}
+			n.run(100)
+			s := b.eng.sessions[id]
+			if s == nil || !s.pending {
+				t.Fatalf("b has no pending session %s", id)
+			}
+			other := terms(t, map[string]any{"x": 2})
+			var in Received
+			if tc.offer {
+				ag := *s.agreement
+				ag.Terms, ag.TermsHash = other, chain.Hash(sign.Hash(other))
+				ah := AgreementHash(&ag)
+				in = Received{From: a.key.AgentID(), Type: protocol.TypeOffer, Session: id, Body: &protocol.Offer{
+					Preflight: protocol.Preflight{Agreement: ag, AgreementHash: ah},
+					Ready:     protocol.Ready{AgreementHash: ah, Head: a.ch.Head(), Signature: []byte("any")},
+				}}
+			} else {
+				in = Received{From: a.key.AgentID(), Type: protocol.TypePropose, Session: id, Body: &protocol.Propose{
+					Round: s.round, MaxRounds: s.maxRounds, Parties: s.parties, Terms: other, Deadline: s.deadline,
+				}}
+			}
+			out := n.step(b, Input{Message: &in})
+			if out.Err == nil || len(out.Persist) != 0 || len(out.Send) != 0 || len(out.Timers) != 0 {
+				t.Fatalf("second %s: err %v, %d writes, %d sends, %d timers", tc.name, out.Err, len(out.Persist), len(out.Send), len(out.Timers))
+			}
+			if len(out.Events) != 1 || out.Events[0].Kind != EvViolation || out.Events[0].From != a.key.AgentID() {
+				t.Fatalf("second %s: events %+v, want one violation by a", tc.name, out.Events)
+			}
+		})
+	}
+}
+
+// refusalCert is from's signed refusal of agreement ah in session id: an
+// abort certificate, as from's engine would seal it.
+func refusalCert(t *testing.T, n *coreNet, from, to *coreNode, id string, ah chain.Hash) []byte {
+	t.Helper()
+	body, err := protocol.EncodeBody(&protocol.Refuse{AgreementHash: ah, Reason: "no"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame, err := protocol.Seal(from.key, protocol.Message{Type: protocol.TypeRefuse, Session: id, To: to.key.AgentID(),
+		Nonce: protocol.NewNonce(), Expires: n.now + 60_000, Body: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return frame
+}
+
+// TestCoreRefusalBySignerIsVoid: a party whose statement over the
+// agreement this agent holds cannot end the session by refusing it (it
+// signed and refused: honest parties would split), also after this agent
+// restarts; a refusal by a party that never signed still ends it.
+func TestCoreRefusalBySignerIsVoid(t *testing.T) {
+	tests := []struct {
+		name    string
+		refuser int // index in n.nodes
+		restart bool
+		void    bool
+	}{
+		{"initiator, whose offer statement is held", 0, false, true},
+		{"initiator, held statement survives a restart", 0, true, true},
+		{"participant that never signed", 2, false, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			n := newCoreNet(t, "a", "b", "c")
+			a, b, c := n.nodes[0], n.nodes[1], n.nodes[2]
+			b.policy = acceptAll // c stays undecided
+			id := mustOffer(t, n, a, []*coreNode{b, c}, terms(t, map[string]any{"x": 1}))
+			n.run(100)
+			if s := c.eng.sessions[id]; s == nil || s.vote == voteSigned {
+				t.Fatalf("c decided: %+v", s)
+			}
+			if s := b.eng.sessions[id]; s == nil || s.vote != voteSigned || s.final != "" {
+				t.Fatalf("b did not sign and wait: %+v", s)
+			}
+			if tc.restart {
+				n.restart(b)
+			}
+			ah := b.eng.sessions[id].ah
+			refuser := n.nodes[tc.refuser]
+			out := n.step(b, Input{Message: &Received{From: refuser.key.AgentID(), Type: protocol.TypeAbort, Session: id,
+				Body: &protocol.Abort{Certificate: refusalCert(t, n, refuser, b, id, ah)}}})
+			s := b.eng.sessions[id]
+			if tc.void {
+				if out.Err == nil || s.final != "" || len(out.Persist) != 0 {
+					t.Fatalf("refusal by a signer ended the session: err %v, final %q", out.Err, s.final)
+				}
+				if len(out.Events) != 1 || out.Events[0].Kind != EvViolation {
+					t.Fatalf("no violation reported: %+v", out.Events)
+				}
+			} else if out.Err != nil || s.final != StateAborted {
+				t.Fatalf("refusal by %s: err %v, final %q, want aborted", refuser.name, out.Err, s.final)
+			}
+		})
+	}
+}
+
+// TestCoreOfferRefusedOtherAgreementThenRestart: while it still decides an
+// offer, a participant durably refuses another agreement of the session
+// (an equivocating initiator asked about it); after a crash it restarts
+// (the checkpoint is open and unsigned), ends the session and keeps
+// refusing.
+func TestCoreOfferRefusedOtherAgreementThenRestart(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1] // b undecided
+	id := mustOffer(t, n, a, []*coreNode{b}, terms(t, map[string]any{"x": 1}))
+	n.run(100)
+	other := chain.Hash(sign.Hash([]byte("another agreement")))
+	out := n.step(b, Input{Message: &Received{From: a.key.AgentID(), Type: protocol.TypeQuery, Session: id, Body: &protocol.Query{AgreementHash: other}}})
+	if len(out.Persist) != 1 || len(out.Send) != 1 || out.Send[0].Type != protocol.TypeAbort {
+		t.Fatalf("query about another agreement: %d writes, sends %+v", len(out.Persist), out.Send)
+	}
+	n.restart(b) // fails the test if the checkpoint cannot be resumed
+	s := b.eng.sessions[id]
+	if s == nil || s.final != StateAborted || s.vote == voteSigned {
+		t.Fatalf("after the restart: %+v", s)
+	}
+	if out := n.step(b, Input{Decision: &Decision{Session: id, Action: ActAccept}}); out.Err == nil || len(out.Persist) != 0 {
+		t.Fatalf("accept after the restart: err %v, %d writes", out.Err, len(out.Persist))
+	}
+	out = n.step(b, Input{Message: &Received{From: a.key.AgentID(), Type: protocol.TypeQuery, Session: id, Body: &protocol.Query{AgreementHash: other}}})
+	if len(out.Send) != 1 || out.Send[0].Type != protocol.TypeAbort || len(out.Persist) != 0 {
+		t.Fatalf("the refusal after the restart: %d writes, sends %+v", len(out.Persist), out.Send)
 	}
 }

@@ -938,12 +938,31 @@ func (e *Engine) onRefuse(now int64, m *Received, r *protocol.Refuse, out *Outpu
 	if s.final != "" {
 		return nil
 	}
+	if err := e.voidRefusal(s, m.From, out); err != nil {
+		return fmt.Errorf("negotiate: refuse from %s: %w", m.From.Short(), err)
+	}
 	if r.Rejected {
 		e.endWithCert(now, s, m.Raw, StateRejected, fmt.Sprintf("rejected by %s: %s", m.From.Short(), r.Reason), false, out)
 		return nil
 	}
 	e.abortWithCert(now, s, m.Raw, fmt.Sprintf("refused by %s: %s", m.From.Short(), r.Reason), r.Busy, out)
 	return nil
+}
+
+// voidRefusal refuses a refusal of s's agreement by party from when this
+// agent holds from's verified statement over that same agreement: from
+// signed and refused one agreement, which an honest party never does (the
+// engine panics before it would). Taking such a refusal would let honest
+// parties split, one committing with from's signature and one aborting on
+// its word; the two signatures are reported as proof instead. An honest
+// refusal (from a party whose statement is not here) is never void.
+func (e *Engine) voidRefusal(s *session, from sign.AgentID, out *Output) error {
+	i := s.indexOf(from)
+	if i < 0 || i == s.selfIdx || s.readys[i] == nil || s.readys[i].AgreementHash != s.ah {
+		return nil
+	}
+	e.event(out, s, EvViolation, Event{From: from, Reason: "party refused an agreement it had signed"})
+	return fmt.Errorf("%s signed this agreement and refused it: the refusal is void", from.Short())
 }
 
 // abortWithCert ends a session by an abort certificate and releases the lock.
@@ -1029,6 +1048,9 @@ func (e *Engine) onAbort(now int64, m *Received, a *protocol.Abort, out *Output)
 	if s.final == StateCommitted {
 		e.event(out, s, EvViolation, Event{From: from, Reason: "abort certificate for a committed session"})
 		return nil
+	}
+	if err := e.voidRefusal(s, from, out); err != nil {
+		return fmt.Errorf("negotiate: abort from %s: %w", m.From.Short(), err)
 	}
 	st := StateAborted
 	if rejected {
