@@ -22,6 +22,10 @@ func byzantineBodies(behavior string, key *sign.PrivateKey, o negotiate.Outgoing
 			c := *b
 			c.Signature = flipped(b.Signature)
 			return []any{&c}
+		case *protocol.Offer:
+			c := *b
+			c.Ready.Signature = flipped(b.Ready.Signature)
+			return []any{&c}
 		case *protocol.Status:
 			if b.Ready != nil {
 				c, r := *b, *b.Ready
@@ -41,6 +45,10 @@ func byzantineBodies(behavior string, key *sign.PrivateKey, o negotiate.Outgoing
 			c := *b
 			c.TermsHash[0] ^= 0xff
 			return []any{&c}
+		case *protocol.Offer:
+			if c := otherOffer(key, o.Session, b, parties); c != nil {
+				return []any{c}
+			}
 		}
 	case ByzEquivocate:
 		switch b := o.Body.(type) {
@@ -52,17 +60,40 @@ func byzantineBodies(behavior string, key *sign.PrivateKey, o negotiate.Outgoing
 		case *protocol.Ready:
 			c := *b
 			c.Head = chain.Head{Seq: b.Head.Seq + 7, Hash: chain.Hash(sign.Hash(b.Head.Hash[:]))}
-			st := protocol.Statement{Session: o.Session, AgreementHash: b.AgreementHash, Signer: key.AgentID(), Head: c.Head}
-			st.Parties = parties()
-			sig, err := protocol.SignStatement(key, &st)
+			sig, err := resign(key, o.Session, c.AgreementHash, c.Head, parties)
 			if err != nil {
 				return []any{o.Body}
 			}
 			c.Signature = sig
 			return []any{o.Body, &c}
+		case *protocol.Offer:
+			if c := otherOffer(key, o.Session, b, parties); c != nil {
+				return []any{o.Body, c}
+			}
 		}
 	}
 	return []any{o.Body}
+}
+
+// resign is key's statement signature over agreement ah at head.
+func resign(key *sign.PrivateKey, session string, ah chain.Hash, head chain.Head, parties func() []sign.AgentID) ([]byte, error) {
+	st := protocol.Statement{Session: session, AgreementHash: ah, Signer: key.AgentID(), Head: head, Parties: parties()}
+	return protocol.SignStatement(key, &st)
+}
+
+// otherOffer is a signed offer of other terms in the same session, its
+// statement really signed by the initiator's key (nil if it cannot be).
+func otherOffer(key *sign.PrivateKey, session string, b *protocol.Offer, parties func() []sign.AgentID) *protocol.Offer {
+	c := *b
+	c.Preflight.Agreement = otherTerms(b.Preflight.Agreement)
+	c.Preflight.AgreementHash = negotiate.AgreementHash(&c.Preflight.Agreement)
+	c.Ready.AgreementHash = c.Preflight.AgreementHash
+	sig, err := resign(key, session, c.Ready.AgreementHash, c.Ready.Head, parties)
+	if err != nil {
+		return nil
+	}
+	c.Ready.Signature = sig
+	return &c
 }
 
 func flipped(b []byte) []byte {
