@@ -7,8 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,18 +75,19 @@ type Chain struct {
 	root []byte
 	// store is the Store the chain lives in, nil for a chain file.
 	store *Store
-	// commits is the group committer of the chain's file.
+	// commits is the group committer and journal of the chain's file.
 	commits *committer
+	// storedBeyond is the seq of an entry stored above the head when the
+	// chain was opened (a damaged file; 0 when none): appending there fails.
+	storedBeyond uint64
 
-	// writeSeq orders write transactions: it is taken inside the bbolt write
-	// transaction, so its order is the commit order.
-	writeSeq atomic.Uint64
-
-	mu        sync.RWMutex // guards the cache below
-	cachedSeq uint64       // writeSeq of the state cached
-	head      Head
-	lock      *Lock
+	mu   sync.RWMutex // guards head and lock: every durable write, published
+	head Head
+	lock *Lock
 }
+
+// chainLSNBucket is where a chain file keeps its journal number and ID.
+func chainLSNBucket(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(bucketMeta) }
 
 func seqKey(seq uint64) []byte {
 	var k [8]byte
@@ -106,16 +107,20 @@ func Create(path string, key *sign.PrivateKey, nowMillis int64) (*Chain, error) 
 	if err != nil {
 		return nil, err
 	}
+	commits := newCommitter(db, path, false, chainLSNBucket)
 	err = db.Update(func(tx *bolt.Tx) error { return initChain(tx, key, g) })
 	if err == nil {
 		err = syncDir(filepath.Dir(path))
+	}
+	if err == nil {
+		err = commits.start(true)
 	}
 	if err != nil {
 		db.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("chain: create %s: %w", path, err)
 	}
-	return &Chain{db: db, path: path, pub: key.Public(), agent: key.AgentID(), head: g.head, commits: newCommitter(db)}, nil
+	return &Chain{db: db, path: path, pub: key.Public(), agent: key.AgentID(), head: g.head, commits: commits}, nil
 }
 
 // createFile makes a new bbolt file at path (mode 0600), refusing to touch
@@ -216,8 +221,16 @@ func Open(path string, opts Options) (*Chain, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &Chain{db: db, path: path, readOnly: opts.ReadOnly, commits: newCommitter(db)}
-	if err := db.View(c.load); err != nil {
+	c := &Chain{db: db, path: path, readOnly: opts.ReadOnly, commits: newCommitter(db, path, opts.ReadOnly, chainLSNBucket)}
+	err = db.View(c.load) // check it is a chain before touching a journal
+	if err == nil {
+		err = c.commits.start(false)
+	}
+	if err == nil {
+		err = db.View(c.load)
+	}
+	if err != nil {
+		c.commits.abandon()
 		db.Close()
 		if errors.Is(err, ErrNotChain) {
 			return nil, err
@@ -310,6 +323,27 @@ func (c *Chain) load(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
+	// A read-only file may have journal records not yet in it.
+	if p := c.commits.snapshot(c.root); p != nil {
+		if p.head != nil {
+			if err := decMode.Unmarshal(p.head.val, &head); err != nil {
+				return fmt.Errorf("chain: %w: damaged head in the journal: %v", ErrNotChain, err)
+			}
+		}
+		if p.lock != nil {
+			lock = nil
+			if !p.lock.deleted {
+				lock = new(Lock)
+				if err := decMode.Unmarshal(p.lock.val, lock); err != nil {
+					return fmt.Errorf("chain: %w: damaged lock in the journal: %v", ErrNotChain, err)
+				}
+			}
+		}
+	}
+	c.storedBeyond = 0
+	if k, _ := c.bucket(tx, bucketEntries).Cursor().Seek(seqKey(head.Seq + 1)); k != nil {
+		c.storedBeyond = keySeq(k)
+	}
 	c.pub, c.agent, c.head, c.lock = pub, id, head, lock
 	return nil
 }
@@ -357,10 +391,11 @@ func (c *Chain) Close() error {
 	if c.store != nil {
 		return nil
 	}
+	jerr := c.commits.close()
 	if err := c.db.Close(); err != nil {
 		return fmt.Errorf("chain: close %s: %w", c.path, err)
 	}
-	return nil
+	return jerr
 }
 
 // Path is the chain file's path.
@@ -396,6 +431,13 @@ func (c *Chain) Lock() (*Lock, bool) {
 // ErrNotFound. An entry that does not decode is an error wrapping
 // ErrBadEntry.
 func (c *Chain) Entry(seq uint64) (*Entry, error) {
+	if v, ok := c.commits.pendingEntry(c.root, seq); ok {
+		e, err := UnmarshalEntry(v.val)
+		if err != nil {
+			return nil, fmt.Errorf("%w (journal record for %d)", err, seq)
+		}
+		return e, nil
+	}
 	var e *Entry
 	err := c.db.View(func(tx *bolt.Tx) error {
 		raw := c.bucket(tx, bucketEntries).Get(seqKey(seq))
@@ -422,21 +464,69 @@ func (c *Chain) Entries(from uint64, limit int) ([]Entry, error) {
 		limit = MaxEntriesPerRead
 	}
 	var out []Entry
-	err := c.db.View(func(tx *bolt.Tx) error {
-		cur := c.bucket(tx, bucketEntries).Cursor()
-		for k, v := cur.Seek(seqKey(from)); k != nil && len(out) < limit; k, v = cur.Next() {
-			e, err := UnmarshalEntry(v)
-			if err != nil {
-				return fmt.Errorf("entry stored at %d: %w (run `negotiate chain verify`)", keySeq(k), err)
-			}
-			out = append(out, *e)
+	err := c.forEachEntry(from, func(seq uint64, raw []byte) (bool, error) {
+		e, err := UnmarshalEntry(raw)
+		if err != nil {
+			return false, fmt.Errorf("entry stored at %d: %w (run `negotiate chain verify`)", seq, err)
 		}
-		return nil
+		out = append(out, *e)
+		return len(out) < limit, nil
 	})
 	if err != nil {
 		return nil, fmt.Errorf("chain: entries from %d: %w", from, err)
 	}
 	return out, nil
+}
+
+// forEachEntry calls fn with every stored entry from seq from on, in seq
+// order, the journal's entries included; raw is valid only during the
+// call. fn returns false to stop.
+func (c *Chain) forEachEntry(from uint64, fn func(seq uint64, raw []byte) (bool, error)) error {
+	pend := c.commits.snapshot(c.root)
+	var seqs []uint64
+	if pend != nil {
+		seqs = pend.entrySeqs()
+	}
+	more := true
+	err := c.db.View(func(tx *bolt.Tx) error {
+		cur := c.bucket(tx, bucketEntries).Cursor()
+		for k, v := cur.Seek(seqKey(from)); k != nil && more; k, v = cur.Next() {
+			seq := keySeq(k)
+			for more && len(seqs) > 0 && seqs[0] < seq {
+				if seqs[0] >= from {
+					var err error
+					if more, err = fn(seqs[0], pend.entries[seqs[0]].val); err != nil {
+						return err
+					}
+				}
+				seqs = seqs[1:]
+			}
+			if !more {
+				break
+			}
+			if len(seqs) > 0 && seqs[0] == seq {
+				v = pend.entries[seq].val // the journal's is the newer
+				seqs = seqs[1:]
+			}
+			var err error
+			if more, err = fn(seq, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for ; more && len(seqs) > 0; seqs = seqs[1:] {
+		if seqs[0] < from {
+			continue
+		}
+		if more, err = fn(seqs[0], pend.entries[seqs[0]].val); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func keySeq(k []byte) uint64 {
@@ -448,6 +538,12 @@ func keySeq(k []byte) uint64 {
 
 // Checkpoint returns the checkpoint of a session and whether there is one.
 func (c *Chain) Checkpoint(session string) ([]byte, bool, error) {
+	if v, ok := c.commits.pendingCheckpoint(c.root, session); ok {
+		if v.deleted {
+			return nil, false, nil
+		}
+		return append([]byte{}, v.val...), true, nil
+	}
 	var out []byte
 	var ok bool
 	err := c.db.View(func(tx *bolt.Tx) error {
@@ -479,10 +575,44 @@ func (c *Chain) Checkpoints() (map[string][]byte, error) {
 // the call (copy what you keep). An error from fn stops the walk and is
 // returned.
 func (c *Chain) ForEachCheckpoint(fn func(session string, checkpoint []byte) error) error {
+	pend := c.commits.snapshot(c.root)
+	var names []string
+	if pend != nil {
+		for s := range pend.checkpoints {
+			names = append(names, s)
+		}
+		sort.Strings(names)
+	}
+	// emit visits a journal checkpoint unless it was deleted.
+	emit := func(s string) error {
+		if v := pend.checkpoints[s]; !v.deleted {
+			return fn(s, v.val)
+		}
+		return nil
+	}
 	err := c.db.View(func(tx *bolt.Tx) error {
-		return c.bucket(tx, bucketCheckpoints).ForEach(func(k, v []byte) error {
+		err := c.bucket(tx, bucketCheckpoints).ForEach(func(k, v []byte) error {
+			for len(names) > 0 && names[0] < string(k) {
+				if err := emit(names[0]); err != nil {
+					return err
+				}
+				names = names[1:]
+			}
+			if len(names) > 0 && names[0] == string(k) {
+				names = names[1:]
+				return emit(string(k)) // the journal's is the newer
+			}
 			return fn(string(k), v)
 		})
+		if err != nil {
+			return err
+		}
+		for _, s := range names {
+			if err := emit(s); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("chain: checkpoints: %w", err)

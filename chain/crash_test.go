@@ -168,7 +168,7 @@ func TestCrashKill9(t *testing.T) {
 	c.Close()
 
 	var maxAcked uint64
-	acks, killedAfterAck, heldChecked := 0, 0, false
+	acks, killedAfterAck, heldChecked, replayed := 0, 0, false, 0
 	start := time.Now()
 	for run := 0; run < runs; run++ {
 		mode := "apply"
@@ -236,6 +236,9 @@ func TestCrashKill9(t *testing.T) {
 			maxAcked = max(maxAcked, s)
 		}
 
+		if journalRecords(t, path) > 0 {
+			replayed++
+		}
 		c, err := Open(path, Options{})
 		if err != nil {
 			t.Fatalf("run %d: reopen after kill: %v", run, err)
@@ -272,7 +275,10 @@ func TestCrashKill9(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	t.Logf("%d runs (%d killed mid-append) in %v: %d acknowledged appends, max seq %d", runs, killedAfterAck, time.Since(start).Round(time.Millisecond), acks, maxAcked)
+	t.Logf("%d runs (%d killed mid-append, %d left journal records to replay) in %v: %d acknowledged appends, max seq %d", runs, killedAfterAck, replayed, time.Since(start).Round(time.Millisecond), acks, maxAcked)
+	if replayed == 0 {
+		t.Fatal("no kill left records in the journal: the replay path was not exercised")
+	}
 	if maxAcked < crashLockAt {
 		t.Fatalf("only %d appends acknowledged: the lock was never taken", maxAcked)
 	}

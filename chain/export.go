@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/fxamacker/cbor/v2"
-	bolt "go.etcd.io/bbolt"
 )
 
 // MaxExportBytes bounds a CBOR export read into memory by ReadCBORExport;
@@ -89,22 +88,19 @@ func jsonable(v any) any {
 func (c *Chain) ExportJSON(w io.Writer) error {
 	bw := bufio.NewWriter(w)
 	enc := json.NewEncoder(bw)
-	err := c.db.View(func(tx *bolt.Tx) error {
-		cur := c.bucket(tx, bucketEntries).Cursor()
-		for k, raw := cur.First(); k != nil; k, raw = cur.Next() {
-			e, err := UnmarshalEntry(raw)
-			if err != nil {
-				return fmt.Errorf("entry stored at %d: %w (run `negotiate chain verify`)", keySeq(k), err)
-			}
-			je, err := e.JSON()
-			if err != nil {
-				return err
-			}
-			if err := enc.Encode(je); err != nil {
-				return fmt.Errorf("write entry %d: %w", e.Seq, err)
-			}
+	err := c.forEachEntry(0, func(seq uint64, raw []byte) (bool, error) {
+		e, err := UnmarshalEntry(raw)
+		if err != nil {
+			return false, fmt.Errorf("entry stored at %d: %w (run `negotiate chain verify`)", seq, err)
 		}
-		return nil
+		je, err := e.JSON()
+		if err != nil {
+			return false, err
+		}
+		if err := enc.Encode(je); err != nil {
+			return false, fmt.Errorf("write entry %d: %w", e.Seq, err)
+		}
+		return true, nil
 	})
 	if err == nil {
 		err = bw.Flush()
@@ -119,14 +115,11 @@ func (c *Chain) ExportJSON(w io.Writer) error {
 // CBOR sequence (RFC 8742) that ReadCBORExport reads back.
 func (c *Chain) ExportCBOR(w io.Writer) error {
 	bw := bufio.NewWriter(w)
-	err := c.db.View(func(tx *bolt.Tx) error {
-		cur := c.bucket(tx, bucketEntries).Cursor()
-		for k, raw := cur.First(); k != nil; k, raw = cur.Next() {
-			if _, err := bw.Write(raw); err != nil {
-				return fmt.Errorf("write entry %d: %w", keySeq(k), err)
-			}
+	err := c.forEachEntry(0, func(seq uint64, raw []byte) (bool, error) {
+		if _, err := bw.Write(raw); err != nil {
+			return false, fmt.Errorf("write entry %d: %w", seq, err)
 		}
-		return nil
+		return true, nil
 	})
 	if err == nil {
 		err = bw.Flush()

@@ -64,12 +64,16 @@ func CreateStore(path string) (*Store, error) {
 	if err == nil {
 		err = syncDir(filepath.Dir(path))
 	}
+	commits := newCommitter(db, path, false, storeLSNBucket)
+	if err == nil {
+		err = commits.start(true)
+	}
 	if err != nil {
 		db.Close()
 		os.Remove(path)
 		return nil, fmt.Errorf("chain: create store %s: %w", path, err)
 	}
-	return &Store{db: db, path: path, commits: newCommitter(db), chains: map[sign.AgentID]*Chain{}}, nil
+	return &Store{db: db, path: path, commits: commits, chains: map[sign.AgentID]*Chain{}}, nil
 }
 
 // OpenStore opens an existing store file. Like Open, it fails with
@@ -90,11 +94,16 @@ func OpenStore(path string, opts Options) (*Store, error) {
 		}
 		return nil
 	})
+	commits := newCommitter(db, path, opts.ReadOnly, storeLSNBucket)
+	if err == nil {
+		err = commits.start(false)
+	}
 	if err != nil {
+		commits.abandon()
 		db.Close()
 		return nil, err
 	}
-	return &Store{db: db, path: path, readOnly: opts.ReadOnly, commits: newCommitter(db), chains: map[sign.AgentID]*Chain{}}, nil
+	return &Store{db: db, path: path, readOnly: opts.ReadOnly, commits: commits, chains: map[sign.AgentID]*Chain{}}, nil
 }
 
 // Path is the store file's path.
@@ -182,15 +191,20 @@ func (s *Store) Agents() ([]sign.AgentID, error) {
 	return out, nil
 }
 
-// CommitStats reports how many transactions the store's writes took: with
-// many agents writing at once, Writes/Transactions is the group-commit
+// CommitStats reports how many journal writes the store's writes took:
+// with many agents writing at once, Writes/Transactions is the group-commit
 // factor.
 func (s *Store) CommitStats() CommitStats { return s.commits.stats() }
 
-// Close closes the file and with it every chain of the store.
+// Close applies the journal to the file, removes the journal and closes
+// the file and with it every chain of the store.
 func (s *Store) Close() error {
+	jerr := s.commits.close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("chain: close store %s: %w", s.path, err)
 	}
-	return nil
+	return jerr
 }
+
+// storeLSNBucket is where a Store keeps its journal number and ID.
+func storeLSNBucket(tx *bolt.Tx) *bolt.Bucket { return tx.Bucket(bucketStore) }

@@ -99,7 +99,7 @@ func TestStoreCrashKill9(t *testing.T) {
 	s.Close()
 
 	maxAcked := make([]uint64, storeCrashAgents)
-	total := 0
+	total, replayed := 0, 0
 	for run := 0; run < runs; run++ {
 		cmd, lines := startChild(t, childEnv+"=store", childPathEnv+"="+path)
 		acked := 0
@@ -135,6 +135,9 @@ func TestStoreCrashKill9(t *testing.T) {
 		}
 		cmd.Wait()
 		total += acked
+		if journalRecords(t, path) > 0 {
+			replayed++
+		}
 
 		s, err := OpenStore(path, Options{})
 		if err != nil {
@@ -162,7 +165,10 @@ func TestStoreCrashKill9(t *testing.T) {
 		}
 		s.Close()
 	}
-	t.Logf("%d kills, %d acknowledged appends over %d agents, max seqs %v", runs, total, storeCrashAgents, maxAcked)
+	t.Logf("%d kills (%d left journal records to replay), %d acknowledged appends over %d agents, max seqs %v", runs, replayed, total, storeCrashAgents, maxAcked)
+	if replayed == 0 {
+		t.Fatal("no kill left records in the journal: the replay path was not exercised")
+	}
 	for i, m := range maxAcked {
 		if m == 0 {
 			t.Fatalf("agent %d never appended", i)

@@ -103,37 +103,44 @@ func (c *Chain) Verify(opts VerifyOptions) *VerifyError {
 	pub := c.pub
 	v := &verifier{opts: opts, metaKey: &pub}
 	var verr *VerifyError
+	var head Head
 	err := c.db.View(func(tx *bolt.Tx) error {
-		meta := c.bucket(tx, bucketMeta)
-		head, err := readHead(meta)
+		var err error
+		head, err = readHead(c.bucket(tx, bucketMeta))
+		return err
+	})
+	if err != nil {
+		return v.fail("%v", err)
+	}
+	if p := c.commits.snapshot(c.root); p != nil && p.head != nil {
+		if err := decMode.Unmarshal(p.head.val, &head); err != nil {
+			return v.fail("damaged head in the journal: %v", err)
+		}
+	}
+	err = c.forEachEntry(0, func(ks uint64, raw []byte) (bool, error) {
+		if ks != v.next {
+			if ks > v.next && v.next <= head.Seq {
+				verr = v.fail("entry missing (the next stored entry is %d)", ks)
+			} else {
+				verr = v.fail("stored under key %d, not %d", ks, v.next)
+			}
+			return false, nil
+		}
+		if v.next > head.Seq {
+			verr = v.fail("entry stored beyond the recorded head %s", head)
+			return false, nil
+		}
+		e, err := UnmarshalEntry(raw)
 		if err != nil {
 			verr = v.fail("%v", err)
-			return nil
+			return false, nil
 		}
-		cur := c.bucket(tx, bucketEntries).Cursor()
-		for k, raw := cur.First(); k != nil; k, raw = cur.Next() {
-			ks := keySeq(k)
-			if ks != v.next {
-				if ks > v.next && v.next <= head.Seq {
-					verr = v.fail("entry missing (the next stored entry is %d)", ks)
-				} else {
-					verr = v.fail("stored under key %x, not %d", k, v.next)
-				}
-				return nil
-			}
-			if v.next > head.Seq {
-				verr = v.fail("entry stored beyond the recorded head %s", head)
-				return nil
-			}
-			e, err := UnmarshalEntry(raw)
-			if err != nil {
-				verr = v.fail("%v", err)
-				return nil
-			}
-			if verr = v.step(e); verr != nil {
-				return nil
-			}
+		if verr = v.step(e); verr != nil {
+			return false, nil
 		}
+		return true, nil
+	})
+	if err == nil && verr == nil {
 		switch {
 		case v.next == 0:
 			verr = v.fail("no genesis entry")
@@ -142,8 +149,7 @@ func (c *Chain) Verify(opts VerifyOptions) *VerifyError {
 		case v.prev != head.Hash:
 			verr = &VerifyError{Seq: head.Seq, Reason: fmt.Sprintf("the recorded head %s does not match the last entry's hash %s", head, v.prev)}
 		}
-		return nil
-	})
+	}
 	if err != nil && verr == nil {
 		verr = &VerifyError{Seq: v.next, Reason: fmt.Sprintf("cannot read the chain: %v", err)}
 	}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strings"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/negotiate-dev/negotiate/sign"
 )
 
@@ -82,6 +80,7 @@ type prepared struct {
 	w        Write
 	lockRaw  []byte
 	entryRaw []byte
+	headRaw  []byte
 	newHead  Head
 }
 
@@ -142,17 +141,22 @@ func (c *Chain) prepare(w Write) (*prepared, error) {
 		}
 		p.entryRaw = raw
 		p.newHead = Head{Seq: e.Seq, Hash: h}
+		if p.headRaw, err = encMode.Marshal(p.newHead); err != nil {
+			return nil, fmt.Errorf("chain: encode head: %w", err)
+		}
 	}
 	return p, nil
 }
 
-// Apply performs w in one bbolt transaction and returns after it is synced
-// to disk. On error nothing was written.
+// Apply performs w as one atomic write and returns after it is durable:
+// its record is in the chain file's write-ahead journal and synced (the
+// journal reaches the bbolt file later, see committer). On error nothing
+// was written.
 //
-// Concurrent Apply calls on chains of one file share transactions (group
-// commit): the first caller commits at once; callers that arrive during
-// that commit are committed together in the next transaction, with one
-// fsync. Each Write still succeeds or fails on its own.
+// Concurrent Apply calls on chains of one file share journal writes (group
+// commit): the first caller writes at once; callers that arrive during that
+// write are written together in the next one, with one fdatasync. Each
+// Write still succeeds or fails on its own.
 func (c *Chain) Apply(w Write) error {
 	if w.Empty() {
 		return nil
@@ -164,58 +168,35 @@ func (c *Chain) Apply(w Write) error {
 	return c.commits.apply(c, p)
 }
 
-// ApplyBatch is Apply through bbolt's Batch: concurrent callers share one
-// transaction and one fsync (group commit), at the cost of up to
-// bolt.DefaultMaxBatchDelay of latency. Each Write still succeeds or fails
-// on its own: a failing Write is taken out of the batch and retried alone.
-func (c *Chain) ApplyBatch(w Write) error {
-	if w.Empty() {
-		return nil
-	}
-	p, err := c.prepare(w)
-	if err != nil {
-		return err
-	}
-	return c.db.Batch(func(tx *bolt.Tx) error { return c.applyTx(tx, p) })
+// ApplyBatch is Apply. It is kept for callers written when Apply did not
+// yet share writes between concurrent callers.
+func (c *Chain) ApplyBatch(w Write) error { return c.Apply(w) }
+
+// chainState is a chain's head and lock as a group commit sees them: with
+// every durable write and the batch's earlier writes applied.
+type chainState struct {
+	head Head
+	lock *Lock
 }
 
-// applyTx runs inside a write transaction. It checks everything before it
-// writes anything, and it may run more than once (bbolt Batch retries).
-func (c *Chain) applyTx(tx *bolt.Tx, p *prepared) error {
-	ck, err := c.checkTx(tx, p)
-	if err != nil {
-		return err
-	}
-	return c.writeTx(tx, p, ck)
+// state returns the chain's current head and lock.
+func (c *Chain) state() *chainState {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return &chainState{head: c.head, lock: c.lock}
 }
 
-// checked is what checkTx found: the state the write starts from.
+// checked is what check found: the state the write starts from.
 type checked struct {
 	head             Head
 	lock             *Lock
 	acquire, release bool
 }
 
-// checkTx checks p against the chain's state in tx and writes nothing: a
-// Write that fails here leaves the transaction as it was.
-func (c *Chain) checkTx(tx *bolt.Tx, p *prepared) (checked, error) {
+// check checks p against the chain's state st and changes nothing.
+func (c *Chain) check(st *chainState, p *prepared) (checked, error) {
 	w := &p.w
-	meta := c.bucket(tx, bucketMeta)
-	entries := c.bucket(tx, bucketEntries)
-	checkpoints := c.bucket(tx, bucketCheckpoints)
-	if meta == nil || entries == nil || checkpoints == nil {
-		return checked{}, fmt.Errorf("chain: %w: buckets missing", ErrNotChain)
-	}
-	head, err := readHead(meta)
-	if err != nil {
-		return checked{}, err
-	}
-	lock, err := readLock(meta)
-	if err != nil {
-		return checked{}, err
-	}
-
-	// Check.
+	head, lock := st.head, st.lock
 	acquire := false
 	if w.AcquireLock != nil {
 		if lock != nil && lock.Session != w.Session {
@@ -236,67 +217,46 @@ func (c *Chain) checkTx(tx *bolt.Tx, p *prepared) (checked, error) {
 		if e.Prev != head.Hash {
 			return checked{}, fmt.Errorf("chain: append seq %d: %w: prev %s, head hash %s", e.Seq, ErrPrevMismatch, e.Prev, head.Hash)
 		}
-		if entries.Get(seqKey(e.Seq)) != nil {
+		if c.storedBeyond != 0 && e.Seq == c.storedBeyond {
 			return checked{}, fmt.Errorf("chain: append seq %d: %w: an entry is stored beyond the head (run `negotiate chain verify`)", e.Seq, ErrSeqMismatch)
 		}
 	}
 	release := w.ReleaseLock && (lock != nil && lock.Session == w.Session || acquire)
-
 	return checked{head: head, lock: lock, acquire: acquire, release: release}, nil
 }
 
-// writeTx writes a Write that checkTx accepted. An error here leaves the
-// transaction half-written: the caller must roll it back.
-func (c *Chain) writeTx(tx *bolt.Tx, p *prepared, ck checked) error {
+// record returns the journal record of a Write that check accepted and the
+// chain's state after it; nil if the Write changes nothing.
+func (c *Chain) record(p *prepared, ck checked) (*journalRecord, chainState) {
 	w := &p.w
-	meta, entries, checkpoints := c.bucket(tx, bucketMeta), c.bucket(tx, bucketEntries), c.bucket(tx, bucketCheckpoints)
-	head, lock, acquire, release := ck.head, ck.lock, ck.acquire, ck.release
-	// Write.
-	newHead, newLock := head, lock
-	if acquire {
-		if err := meta.Put(keyLock, p.lockRaw); err != nil {
-			return fmt.Errorf("chain: store lock: %w", err)
-		}
-		newLock = w.AcquireLock.clone()
+	r := &journalRecord{Root: c.root, Session: w.Session}
+	next := chainState{head: ck.head, lock: ck.lock}
+	changed := false
+	if ck.acquire {
+		r.Lock = p.lockRaw
+		next.lock = w.AcquireLock.clone()
+		changed = true
 	}
 	if w.Append != nil {
-		if err := entries.Put(seqKey(w.Append.Seq), p.entryRaw); err != nil {
-			return fmt.Errorf("chain: append seq %d: %w", w.Append.Seq, err)
-		}
-		headRaw, err := encMode.Marshal(p.newHead)
-		if err != nil {
-			return fmt.Errorf("chain: encode head: %w", err)
-		}
-		if err := meta.Put(keyHead, headRaw); err != nil {
-			return fmt.Errorf("chain: store head: %w", err)
-		}
-		newHead = p.newHead
+		r.Seq, r.Entry, r.Head = w.Append.Seq, p.entryRaw, p.headRaw
+		next.head = p.newHead
+		changed = true
 	}
-	if release {
-		if err := meta.Delete(keyLock); err != nil {
-			return fmt.Errorf("chain: release lock: %w", err)
-		}
-		newLock = nil
+	if ck.release {
+		r.Release = true
+		next.lock = nil
+		changed = true
 	}
 	if w.Checkpoint != nil {
-		if err := checkpoints.Put([]byte(w.Session), bytes.Clone(w.Checkpoint)); err != nil {
-			return fmt.Errorf("chain: checkpoint of session %s: %w", w.Session, err)
-		}
+		r.PutCheckpoint, r.Checkpoint = true, bytes.Clone(w.Checkpoint)
+		changed = true
 	}
 	if w.DeleteCheckpoint {
-		if err := checkpoints.Delete([]byte(w.Session)); err != nil {
-			return fmt.Errorf("chain: delete checkpoint of session %s: %w", w.Session, err)
-		}
+		r.DeleteCheckpoint = true
+		changed = true
 	}
-
-	// Publish to the cache once committed, in commit order.
-	order := c.writeSeq.Add(1)
-	tx.OnCommit(func() {
-		c.mu.Lock()
-		defer c.mu.Unlock()
-		if order > c.cachedSeq {
-			c.cachedSeq, c.head, c.lock = order, newHead, newLock
-		}
-	})
-	return nil
+	if !changed {
+		return nil, next
+	}
+	return r, next
 }

@@ -162,7 +162,11 @@ func printBench(w io.Writer, r *bench.Result) {
 		f.SumUs, f.ChainWriteUs, f.RoundTripUs, f.SignUs, f.VerifyUs)
 	fmt.Fprintf(w, "  p50 / floor    %.2f\n", r.P50FloorRatio)
 	if r.WritesPerCommit > 0 {
-		fmt.Fprintf(w, "  group commit   %.2f durable writes per transaction\n", r.WritesPerCommit)
+		fmt.Fprintf(w, "  group commit   %.2f durable writes per journal sync", r.WritesPerCommit)
+		if r.WritesPerFlush > 0 {
+			fmt.Fprintf(w, ", %.0f per bbolt flush", r.WritesPerFlush)
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "  chains         %d verified, %d locks left, %d broken; %d frames rate-limited\n",
 		r.ChainsVerified, r.LocksLeft, len(r.ChainsBroken), r.RateLimitedFrames)

@@ -220,9 +220,13 @@ type Result struct {
 	Nodes int  `json:"nodes"`
 	CPUs  int  `json:"cpus"`
 	// WritesPerCommit is, with the shared store, the durable writes of the
-	// measured sessions divided by the transactions (fsyncs) they took:
-	// the group-commit factor. Zero with one file per agent.
+	// measured sessions divided by the journal writes (each one fdatasync)
+	// they took: the group-commit factor. Zero with one file per agent.
 	WritesPerCommit float64 `json:"writes_per_commit,omitempty"`
+	// WritesPerFlush is, with the shared store, the durable writes divided
+	// by the times the journal was applied to the bbolt file (one synced
+	// bbolt transaction each). Zero when no flush ran during the sessions.
+	WritesPerFlush float64 `json:"writes_per_flush,omitempty"`
 
 	Committed   int      `json:"committed"`
 	Failed      int      `json:"failed"`
@@ -468,6 +472,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		after := store.CommitStats()
 		if txs := after.Transactions - before.Transactions; txs > 0 {
 			res.WritesPerCommit = round3(float64(after.Writes-before.Writes) / float64(txs))
+		}
+		if flushes := after.Flushes - before.Flushes; flushes > 0 {
+			res.WritesPerFlush = round3(float64(after.Writes-before.Writes) / float64(flushes))
 		}
 	}
 

@@ -1,0 +1,564 @@
+package chain
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// journalRecords counts the records in the journal files of the bbolt file
+// at path, whichever file they belong to.
+func journalRecords(t *testing.T, path string) int {
+	t.Helper()
+	n := 0
+	for _, p := range journalPaths(path) {
+		data, err := os.ReadFile(p)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(data) < journalHeaderSize {
+			continue
+		}
+		recs, err := readJournal(p, data[len(journalMagic):journalHeaderSize])
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += len(recs)
+	}
+	return n
+}
+
+// crash leaves a chain file or store as a killed process would: the
+// journal written and synced, nothing flushed, the files closed.
+func crash(t *testing.T, g *committer) {
+	t.Helper()
+	g.abandon()
+	if err := g.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// chainView is everything a reader can see of a chain.
+type chainView struct {
+	head        Head
+	lock        *Lock
+	entries     []Entry
+	checkpoints map[string][]byte
+}
+
+func viewOf(t *testing.T, c *Chain) chainView {
+	t.Helper()
+	entries, err := c.Entries(0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cps, err := c.Checkpoints()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, _ := c.Lock()
+	return chainView{head: c.Head(), lock: l, entries: entries, checkpoints: cps}
+}
+
+func sameView(t *testing.T, what string, got, want chainView) {
+	t.Helper()
+	if got.head != want.head {
+		t.Fatalf("%s: head %s, want %s", what, got.head, want.head)
+	}
+	if (got.lock == nil) != (want.lock == nil) || got.lock != nil && got.lock.Session != want.lock.Session {
+		t.Fatalf("%s: lock %+v, want %+v", what, got.lock, want.lock)
+	}
+	if len(got.entries) != len(want.entries) {
+		t.Fatalf("%s: %d entries, want %d", what, len(got.entries), len(want.entries))
+	}
+	for i := range got.entries {
+		if got.entries[i].Hash() != want.entries[i].Hash() {
+			t.Fatalf("%s: entry %d differs", what, i)
+		}
+	}
+	if len(got.checkpoints) != len(want.checkpoints) {
+		t.Fatalf("%s: checkpoints %v, want %v", what, keys(got.checkpoints), keys(want.checkpoints))
+	}
+	for k, v := range want.checkpoints {
+		if !bytes.Equal(got.checkpoints[k], v) {
+			t.Fatalf("%s: checkpoint %s is %x, want %x", what, k, got.checkpoints[k], v)
+		}
+	}
+}
+
+func keys(m map[string][]byte) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// writeMix applies a lock, appends, checkpoints (one deleted again, one
+// empty) and, if release, the release: every kind of journal record.
+func writeMix(t *testing.T, c *Chain, key string, release bool) {
+	t.Helper()
+	k := testKey(t, key)
+	must := func(w Write) {
+		t.Helper()
+		if err := c.Apply(w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(Write{Session: "S1", AcquireLock: &Lock{Session: "S1", Since: 5}, Checkpoint: []byte("locked")})
+	for i := 0; i < 5; i++ {
+		e, err := c.NewEntry(k, KindNote, fmt.Sprintf("note %d", i), int64(10+i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		must(Write{Session: "S1", Append: e, Checkpoint: []byte(fmt.Sprintf("at %d", e.Seq))})
+	}
+	must(Write{Session: "gone", Checkpoint: []byte("soon deleted")})
+	must(Write{Session: "gone", DeleteCheckpoint: true})
+	must(Write{Session: "empty", Checkpoint: []byte{}})
+	if release {
+		must(Write{Session: "S1", ReleaseLock: true, Checkpoint: []byte("released")})
+	}
+}
+
+// TestJournalReplay crashes a chain file and a store with every write still
+// only in the journal, then checks that a read-only open sees all of it
+// without changing the files, and that a writable open replays it into the
+// bbolt file and empties the journal.
+func TestJournalReplay(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		release bool
+	}{{"locked", false}, {"released", true}} {
+		t.Run("file/"+tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "chain.db")
+			c, err := Create(path, testKey(t, "j"), 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			writeMix(t, c, "j", tc.release)
+			want := viewOf(t, c)
+			if c.commits.stats().Flushes != 0 {
+				t.Fatal("flushed already: the test would not exercise the journal")
+			}
+			crash(t, c.commits)
+			if n := journalRecords(t, path); n != 9+btoi(tc.release) {
+				t.Fatalf("journal holds %d records", n)
+			}
+			dbBefore, _ := os.ReadFile(path)
+
+			ro, err := OpenReadOnly(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameView(t, "read-only", viewOf(t, ro), want)
+			if verr := ro.Verify(VerifyOptions{}); verr != nil {
+				t.Fatal(verr)
+			}
+			ro.Close()
+			if dbAfter, _ := os.ReadFile(path); !bytes.Equal(dbBefore, dbAfter) {
+				t.Fatal("a read-only open changed the chain file")
+			}
+
+			c, err = Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sameView(t, "replayed", viewOf(t, c), want)
+			if n := journalRecords(t, path); n != 0 {
+				t.Fatalf("journal still holds %d records after the replay", n)
+			}
+			if err := c.Close(); err != nil {
+				t.Fatal(err)
+			}
+			for _, p := range journalPaths(path) {
+				if _, err := os.Stat(p); !os.IsNotExist(err) {
+					t.Fatalf("journal %s left after Close: %v", p, err)
+				}
+			}
+			c, err = Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			sameView(t, "closed and reopened", viewOf(t, c), want)
+		})
+		t.Run("store/"+tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "store.db")
+			s, err := CreateStore(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wants []chainView
+			var ids []string
+			for i := 0; i < 3; i++ {
+				name := fmt.Sprintf("s%d", i)
+				c, err := s.Create(testKey(t, name), 1)
+				if err != nil {
+					t.Fatal(err)
+				}
+				writeMix(t, c, name, tc.release)
+				wants = append(wants, viewOf(t, c))
+				ids = append(ids, string(c.AgentID()))
+			}
+			crash(t, s.commits)
+			for _, ro := range []bool{true, false} {
+				s, err := OpenStore(path, Options{ReadOnly: ro})
+				if err != nil {
+					t.Fatal(err)
+				}
+				agents, _ := s.Agents()
+				if len(agents) != 3 {
+					t.Fatalf("%d agents", len(agents))
+				}
+				for i, id := range ids {
+					c, err := s.Chain(sign.AgentID(id))
+					if err != nil {
+						t.Fatal(err)
+					}
+					sameView(t, fmt.Sprintf("read-only %v, agent %d", ro, i), viewOf(t, c), wants[i])
+					if verr := c.Verify(VerifyOptions{}); verr != nil {
+						t.Fatal(verr)
+					}
+				}
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestJournalTornTail damages the last record of a crashed journal, as a
+// write cut by power loss would (its sync never returned, so its Apply never
+// succeeded): the open applies every record before it and drops it.
+func TestJournalTornTail(t *testing.T) {
+	for _, damage := range []string{"truncated", "flipped", "garbage after"} {
+		t.Run(damage, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "chain.db")
+			key := testKey(t, "torn")
+			c, err := Create(path, key, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var heads []Head
+			for i := 0; i < 4; i++ {
+				e, err := c.NewEntry(key, KindNote, i, 2)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := c.Apply(Write{Append: e}); err != nil {
+					t.Fatal(err)
+				}
+				heads = append(heads, c.Head())
+			}
+			active := journalPaths(path)[c.commits.active]
+			crash(t, c.commits)
+			data, err := os.ReadFile(active)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := heads[2] // the last record is damaged
+			switch damage {
+			case "truncated":
+				data = data[:len(data)-7]
+			case "flipped":
+				data[len(data)-3] ^= 0x40
+			case "garbage after":
+				data = append(data, 0, 0, 0, 9, 1, 2, 3, 4, 5, 6)
+				want = heads[3]
+			}
+			if err := os.WriteFile(active, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			c, err = Open(path, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if c.Head() != want {
+				t.Fatalf("head %s after the replay, want %s", c.Head(), want)
+			}
+			if verr := c.Verify(VerifyOptions{}); verr != nil {
+				t.Fatal(verr)
+			}
+			// The chain goes on from there.
+			e, err := c.NewEntry(key, KindNote, "after", 3)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Apply(Write{Append: e}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// TestJournalAppliedRecordsSkipped puts back into a journal file a record
+// that a flush already applied (a crash between the flush and emptying the
+// file): the open must not apply it again over a newer change.
+func TestJournalAppliedRecordsSkipped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "chain.db")
+	c, err := Create(path, testKey(t, "lsn"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(Write{Session: "X", Checkpoint: []byte("old")}); err != nil {
+		t.Fatal(err)
+	}
+	first := journalPaths(path)[c.commits.active]
+	stale, err := os.ReadFile(first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.commits.flushNow(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(Write{Session: "X", DeleteCheckpoint: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.commits.flushNow(); err != nil {
+		t.Fatal(err)
+	}
+	crash(t, c.commits)
+	if err := os.WriteFile(first, stale, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if journalRecords(t, path) != 1 {
+		t.Fatal("the stale record is not in the journal")
+	}
+	c, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if cp, ok, _ := c.Checkpoint("X"); ok {
+		t.Fatalf("checkpoint X came back as %q: an applied record was replayed", cp)
+	}
+}
+
+// TestJournalOfAnotherFileIgnored restores a chain file from a copy while
+// the journal of a crashed, different chain lies next to it: its records
+// belong to that other file and are not applied.
+func TestJournalOfAnotherFileIgnored(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "chain.db")
+	key := testKey(t, "mine")
+	c, err := Create(path, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	c, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _ := c.NewEntry(key, KindNote, "lost with the crash", 2)
+	if err := c.Apply(Write{Append: e, Session: "S", Checkpoint: []byte("x")}); err != nil {
+		t.Fatal(err)
+	}
+	crash(t, c.commits)
+	// A different chain file takes the path; the journal stays.
+	os.Remove(path)
+	other, err := Create(filepath.Join(dir, "other.db"), testKey(t, "other"), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other.Close()
+	raw, _ := os.ReadFile(filepath.Join(dir, "other.db"))
+	if err := os.WriteFile(path, raw, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if journalRecords(t, path) != 1 {
+		t.Fatal("the crashed chain's record is not in the journal")
+	}
+	c, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Head().Seq != 0 || c.AgentID() != testKey(t, "other").AgentID() {
+		t.Fatalf("head %s of %s: another file's journal was applied", c.Head(), c.AgentID().Short())
+	}
+	if _, ok, _ := c.Checkpoint("S"); ok {
+		t.Fatal("another file's checkpoint was applied")
+	}
+	c.Close()
+}
+
+// TestJournalReadsDuringFlushes writes from several goroutines while
+// flushes run, and checks every read against what was acknowledged: a head
+// read always has its entry, a checkpoint is never older than the last
+// acknowledged one, and Verify passes.
+func TestJournalReadsDuringFlushes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "store.db")
+	s, err := CreateStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const agents, writes = 3, 150
+	var chains []*Chain
+	for i := 0; i < agents; i++ {
+		c, err := s.Create(testKey(t, fmt.Sprintf("r%d", i)), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		chains = append(chains, c)
+	}
+	stop := make(chan struct{})
+	var flusher sync.WaitGroup
+	flusher.Add(1)
+	go func() { // flush often, as the flush policy does under load
+		defer flusher.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(2 * time.Millisecond):
+				if err := s.commits.flushNow(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i, c := range chains {
+		wg.Add(2)
+		key := testKey(t, fmt.Sprintf("r%d", i))
+		go func() { // writer
+			defer wg.Done()
+			for n := 1; n <= writes; n++ {
+				e, err := c.NewEntry(key, KindNote, n, 2)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				var cp [8]byte
+				binary.BigEndian.PutUint64(cp[:], uint64(n))
+				if err := c.Apply(Write{Session: "S", Append: e, Checkpoint: cp[:]}); err != nil {
+					t.Error(err)
+					return
+				}
+				if n%10 == 0 {
+					if err := c.Apply(Write{Session: fmt.Sprintf("tmp%d", n), Checkpoint: []byte{1}}); err != nil {
+						t.Error(err)
+						return
+					}
+					if err := c.Apply(Write{Session: fmt.Sprintf("tmp%d", n), DeleteCheckpoint: true}); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		}()
+		go func() { // reader
+			defer wg.Done()
+			for {
+				h := c.Head()
+				if _, err := c.Entry(h.Seq); err != nil {
+					t.Errorf("head %s read, its entry: %v", h, err)
+					return
+				}
+				cp, ok, err := c.Checkpoint("S")
+				if err != nil || h.Seq > 0 && (!ok || binary.BigEndian.Uint64(cp) < h.Seq) {
+					t.Errorf("head %s read before checkpoint %x (%v, %v): older than acknowledged", h, cp, ok, err)
+					return
+				}
+				n := 0
+				if err := c.ForEachCheckpoint(func(string, []byte) error { n++; return nil }); err != nil || n > 2 {
+					t.Errorf("%d checkpoints listed (%v): a deleted one came back", n, err)
+					return
+				}
+				es, err := c.Entries(h.Seq, 0)
+				if err != nil || len(es) == 0 || es[0].Seq != h.Seq {
+					t.Errorf("entries from head %s: %d (%v)", h, len(es), err)
+					return
+				}
+				if h.Seq == writes {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	flusher.Wait()
+	for i, c := range chains {
+		if c.Head().Seq != writes {
+			t.Fatalf("agent %d: head %s", i, c.Head())
+		}
+		if verr := c.Verify(VerifyOptions{}); verr != nil {
+			t.Fatal(verr)
+		}
+	}
+	st := s.CommitStats()
+	if st.Flushes < 2 {
+		t.Fatalf("only %d flushes ran", st.Flushes)
+	}
+	t.Logf("%d writes in %d journal writes, %d flushes", st.Writes, st.Transactions, st.Flushes)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAppendRefusedOverEntryStoredBeyondHead damages a file so that an entry
+// lies above the recorded head: an append there is refused, not overwritten,
+// and Verify names the damage.
+func TestAppendRefusedOverEntryStoredBeyondHead(t *testing.T) {
+	key := testKey(t, "beyond")
+	c, path := newTestChain(t, key, 3)
+	head := c.Head()
+	c.Close()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bucketEntries)
+		return b.Put(seqKey(head.Seq+1), bytes.Clone(b.Get(seqKey(head.Seq))))
+	})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	e, err := c.NewEntry(key, KindNote, "over it", 9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Apply(Write{Append: e})
+	wantErr(t, err, ErrSeqMismatch)
+	if !strings.Contains(err.Error(), "stored beyond the head") {
+		t.Fatalf("error %q does not name the damage", err)
+	}
+	if c.Head() != head {
+		t.Fatalf("head moved to %s", c.Head())
+	}
+	if verr := c.Verify(VerifyOptions{}); verr == nil || !strings.Contains(verr.Error(), "beyond the recorded head") {
+		t.Fatalf("verify: %v", verr)
+	}
+}
