@@ -5,7 +5,7 @@ package bench
 // a bench every connection has both ends in this process. New connections
 // are spared for a grace period, so a node may briefly hold more: the
 // estimate allows half as many again. fdsPerNode covers listeners, the
-// DHT's streams in flight and the chain file.
+// DHT's streams in flight and the chain file with its two journal files.
 const (
 	connsPerNode = 48
 	fdsPerNode   = 16
