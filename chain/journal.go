@@ -340,14 +340,34 @@ func (p *pendingChain) clone() *pendingChain {
 }
 
 // journalFile is an open journal file for appending.
+//
+// A journal file is reused, never shrunk while open: records are written
+// over the bytes of older ones, so a sync changes the file's data and not
+// its length or block map, which is the cheaper sync (about 175 against
+// 255 µs per fdatasync on the test machine). Older records left after the
+// newest are harmless: they carry lower record numbers, which end a read,
+// and they are all applied already. The file grows with written zeros
+// (growth below), never with holes.
 type journalFile struct {
 	f      *os.File
 	header []byte
-	size   int64
+	// size is the end of the records written since the last reset; length
+	// the file's length (written bytes up to there).
+	size, length int64
 }
 
-// openJournalFiles opens (creating) both journal files of path, empty, for
-// appending, and makes their directory entries durable.
+// Journal file growth: at least journalGrowMin, doubling up to
+// journalGrowMax at a time.
+const (
+	journalGrowMin = 256 << 10
+	journalGrowMax = 4 << 20
+)
+
+// openJournalFiles opens (creating) both journal files of path for
+// appending, and makes their directory entries durable. A file that holds
+// this bbolt file's journal keeps its bytes (the caller has applied every
+// record in it); any other is emptied first, so none of its records can
+// ever be read as this file's.
 func openJournalFiles(path string, id []byte) ([2]*journalFile, error) {
 	var out [2]*journalFile
 	for i, p := range journalPaths(path) {
@@ -356,8 +376,9 @@ func openJournalFiles(path string, id []byte) ([2]*journalFile, error) {
 			closeJournalFiles(out)
 			return out, fmt.Errorf("chain: open journal: %w", err)
 		}
-		out[i] = &journalFile{f: f, header: append([]byte(journalMagic), id...)}
-		if err := out[i].reset(); err != nil {
+		j := &journalFile{f: f, header: append([]byte(journalMagic), id...)}
+		out[i] = j
+		if err := j.init(); err != nil {
 			closeJournalFiles(out)
 			return out, err
 		}
@@ -377,8 +398,19 @@ func closeJournalFiles(files [2]*journalFile) {
 	}
 }
 
-// reset empties the file durably, leaving its header.
-func (j *journalFile) reset() error {
+// init checks the file's header: if it is not this file's journal, the
+// file is emptied and given the header, durably.
+func (j *journalFile) init() error {
+	got := make([]byte, len(j.header))
+	n, _ := j.f.ReadAt(got, 0)
+	st, err := j.f.Stat()
+	if err != nil {
+		return fmt.Errorf("chain: open journal %s: %w", j.f.Name(), err)
+	}
+	if n == len(got) && bytes.Equal(got, j.header) {
+		j.size, j.length = int64(len(j.header)), st.Size()
+		return nil
+	}
 	if err := j.f.Truncate(0); err != nil {
 		return fmt.Errorf("chain: empty journal %s: %w", j.f.Name(), err)
 	}
@@ -388,18 +420,37 @@ func (j *journalFile) reset() error {
 	if err := j.f.Sync(); err != nil {
 		return fmt.Errorf("chain: empty journal %s: %w", j.f.Name(), err)
 	}
+	j.size, j.length = int64(len(j.header)), int64(len(j.header))
+	return nil
+}
+
+// reset starts writing at the first record again, once every record of
+// the file is applied. Nothing is written: the next records overwrite the
+// old ones, and a replay skips old ones by their numbers.
+func (j *journalFile) reset() error {
 	j.size = int64(len(j.header))
 	return nil
 }
 
-// append writes buf at the end and syncs the data.
+// append writes buf after the last record and syncs the data. When buf
+// would pass the file's end, the file first grows with written zeros (the
+// same sync makes them durable).
 func (j *journalFile) append(buf []byte) error {
+	end := j.size + int64(len(buf))
+	if end > j.length {
+		grow := min(max(j.length, journalGrowMin), journalGrowMax)
+		newLength := max(end, j.length+int64(grow))
+		if _, err := j.f.WriteAt(make([]byte, newLength-j.length), j.length); err != nil {
+			return fmt.Errorf("chain: grow journal %s: %w", j.f.Name(), err)
+		}
+		j.length = newLength
+	}
 	if _, err := j.f.WriteAt(buf, j.size); err != nil {
 		return fmt.Errorf("chain: write journal %s: %w", j.f.Name(), err)
 	}
 	if err := fdatasync(j.f); err != nil {
 		return fmt.Errorf("chain: sync journal %s: %w", j.f.Name(), err)
 	}
-	j.size += int64(len(buf))
+	j.size = end
 	return nil
 }

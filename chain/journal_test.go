@@ -41,6 +41,49 @@ func journalRecords(t *testing.T, path string) int {
 	return n
 }
 
+// unappliedRecords counts the records in the journal of c's file above
+// the number its bbolt file records as applied.
+func unappliedRecords(t *testing.T, c *Chain) int {
+	t.Helper()
+	var applied uint64
+	if err := c.db.View(func(tx *bolt.Tx) error {
+		applied = readAppliedLSN(c.commits.lsnBucket(tx))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := readJournals(c.path, c.commits.id, applied)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(recs)
+}
+
+// lastFrame returns the offset and length of the last record frame in a
+// journal file's bytes.
+func lastFrame(t *testing.T, data []byte) (int, int) {
+	t.Helper()
+	off, last, size := journalHeaderSize, -1, 0
+	var prev uint64
+	for off+journalFrameHeader <= len(data) {
+		n := int(binary.BigEndian.Uint32(data[off:]))
+		if n == 0 || off+journalFrameHeader+n > len(data) {
+			break
+		}
+		r := new(journalRecord)
+		if err := decMode.Unmarshal(data[off+journalFrameHeader:off+journalFrameHeader+n], r); err != nil || r.LSN <= prev {
+			break
+		}
+		prev = r.LSN
+		last, size = off, journalFrameHeader+n
+		off += journalFrameHeader + n
+	}
+	if last < 0 {
+		t.Fatal("no record in the journal file")
+	}
+	return last, size
+}
+
 // crash leaves a chain file or store as a killed process would: the
 // journal written and synced, nothing flushed, the files closed.
 func crash(t *testing.T, g *committer) {
@@ -178,8 +221,8 @@ func TestJournalReplay(t *testing.T) {
 				t.Fatal(err)
 			}
 			sameView(t, "replayed", viewOf(t, c), want)
-			if n := journalRecords(t, path); n != 0 {
-				t.Fatalf("journal still holds %d records after the replay", n)
+			if n := unappliedRecords(t, c); n != 0 {
+				t.Fatalf("journal still holds %d records the file has not applied, after the replay", n)
 			}
 			if err := c.Close(); err != nil {
 				t.Fatal(err)
@@ -253,7 +296,7 @@ func btoi(b bool) int {
 // write cut by power loss would (its sync never returned, so its Apply never
 // succeeded): the open applies every record before it and drops it.
 func TestJournalTornTail(t *testing.T) {
-	for _, damage := range []string{"truncated", "flipped", "garbage after"} {
+	for _, damage := range []string{"truncated", "flipped", "garbage after", "torn over an older record"} {
 		t.Run(damage, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "chain.db")
 			key := testKey(t, "torn")
@@ -279,14 +322,19 @@ func TestJournalTornTail(t *testing.T) {
 				t.Fatal(err)
 			}
 			want := heads[2] // the last record is damaged
+			off, size := lastFrame(t, data)
 			switch damage {
 			case "truncated":
-				data = data[:len(data)-7]
+				data = data[:off+size-7]
 			case "flipped":
-				data[len(data)-3] ^= 0x40
+				data[off+size-3] ^= 0x40
 			case "garbage after":
-				data = append(data, 0, 0, 0, 9, 1, 2, 3, 4, 5, 6)
+				copy(data[off+size:], []byte{0, 0, 0, 9, 1, 2, 3, 4, 5, 6})
 				want = heads[3]
+			case "torn over an older record":
+				// The last write tore its record, whose bytes went over the
+				// start of a record written before the file was reused.
+				copy(data[off+journalFrameHeader+2:], data[journalHeaderSize:off])
 			}
 			if err := os.WriteFile(active, data, 0o600); err != nil {
 				t.Fatal(err)
@@ -344,8 +392,8 @@ func TestJournalAppliedRecordsSkipped(t *testing.T) {
 	if err := os.WriteFile(first, stale, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if journalRecords(t, path) != 1 {
-		t.Fatal("the stale record is not in the journal")
+	if recs, _ := readJournal(first, c.commits.id); len(recs) == 0 || recs[0].LSN != 1 || !recs[0].PutCheckpoint {
+		t.Fatalf("the applied record is not in the journal: %+v", recs)
 	}
 	c, err = Open(path, Options{})
 	if err != nil {
@@ -401,6 +449,9 @@ func TestJournalOfAnotherFileIgnored(t *testing.T) {
 	}
 	if _, ok, _ := c.Checkpoint("S"); ok {
 		t.Fatal("another file's checkpoint was applied")
+	}
+	if n := journalRecords(t, path); n != 0 {
+		t.Fatalf("the foreign journal still holds %d records under this file's header", n)
 	}
 	c.Close()
 }
@@ -509,6 +560,16 @@ func TestJournalReadsDuringFlushes(t *testing.T) {
 		}
 		if verr := c.Verify(VerifyOptions{}); verr != nil {
 			t.Fatal(verr)
+		}
+	}
+	// The journal files are reused: they stay at their first growth.
+	for _, p := range journalPaths(path) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > journalGrowMin+int64(journalHeaderSize) {
+			t.Fatalf("journal %s grew to %d bytes: not reused", p, fi.Size())
 		}
 	}
 	st := s.CommitStats()
