@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -622,4 +623,122 @@ func TestAppendRefusedOverEntryStoredBeyondHead(t *testing.T) {
 	if verr := c.Verify(VerifyOptions{}); verr == nil || !strings.Contains(verr.Error(), "beyond the recorded head") {
 		t.Fatalf("verify: %v", verr)
 	}
+}
+
+// BenchmarkFlush applies one flush's worth of journal records (2,500 of a
+// session-like mix over 48 chains: checkpoints written three times, then
+// an append with its checkpoint) to a store that already holds 20,000
+// ended sessions' checkpoints, in one synced bbolt transaction, record by
+// record ("one-by-one", as a flush does) and with only the newest value of
+// each key put, in key order ("coalesced": tried, no faster, not kept).
+func BenchmarkFlush(b *testing.B) {
+	const chains, records, existing = 48, 2500, 20000
+	for _, mode := range []string{"one-by-one", "coalesced"} {
+		b.Run(mode, func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), "store.db")
+			s, err := CreateStore(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			var roots [][]byte
+			for a := 0; a < chains; a++ {
+				c, err := s.Create(testKey(b, fmt.Sprintf("flush%d", a)), 1)
+				if err != nil {
+					b.Fatal(err)
+				}
+				roots = append(roots, c.root)
+			}
+			s.Close()
+			db, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer db.Close()
+			cp := bytes.Repeat([]byte{7}, 1700)
+			entry := bytes.Repeat([]byte{9}, 830)
+			session := func(i int) string { return fmt.Sprintf("%016x%016x", uint64(i)*0x9e3779b97f4a7c15, i) }
+			if err := db.Update(func(tx *bolt.Tx) error {
+				for i := 0; i < existing; i++ {
+					_, _, cps := chainBuckets(tx, roots[i%chains])
+					if err := cps.Put([]byte(session(i)), cp); err != nil {
+						return err
+					}
+				}
+				return nil
+			}); err != nil {
+				b.Fatal(err)
+			}
+			seq := make([]uint64, chains)
+			next := existing
+			batch := func() []*journalRecord {
+				var recs []*journalRecord
+				for len(recs) < records {
+					a := next % chains
+					sid := session(next)
+					next++
+					for k := 0; k < 3; k++ {
+						recs = append(recs, &journalRecord{Root: roots[a], Session: sid, PutCheckpoint: true, Checkpoint: cp})
+					}
+					seq[a]++
+					recs = append(recs, &journalRecord{Root: roots[a], Session: sid, Seq: seq[a], Entry: entry, Head: entry[:40], PutCheckpoint: true, Checkpoint: cp})
+				}
+				return recs
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				recs := batch()
+				b.StartTimer()
+				err := db.Update(func(tx *bolt.Tx) error {
+					if mode == "coalesced" {
+						recs = coalesced(recs)
+					}
+					for _, r := range recs {
+						if err := applyRecord(tx, r); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N*records), "µs/record")
+		})
+	}
+}
+
+// coalesced keeps, of each chain's records, only the newest value of each
+// key, in key order (for BenchmarkFlush).
+func coalesced(recs []*journalRecord) []*journalRecord {
+	chains := map[string]*pendingChain{}
+	var roots []string
+	for _, r := range recs {
+		p := chains[string(r.Root)]
+		if p == nil {
+			p = newPendingChain()
+			chains[string(r.Root)] = p
+			roots = append(roots, string(r.Root))
+		}
+		p.add(r)
+	}
+	sort.Strings(roots)
+	var out []*journalRecord
+	for _, root := range roots {
+		p := chains[root]
+		for _, seq := range p.entrySeqs() {
+			out = append(out, &journalRecord{Root: []byte(root), Seq: seq, Entry: p.entries[seq].val, Head: p.head.val})
+		}
+		names := make([]string, 0, len(p.checkpoints))
+		for s := range p.checkpoints {
+			names = append(names, s)
+		}
+		sort.Strings(names)
+		for _, s := range names {
+			v := p.checkpoints[s]
+			out = append(out, &journalRecord{Root: []byte(root), Session: s, PutCheckpoint: !v.deleted, Checkpoint: v.val, DeleteCheckpoint: v.deleted})
+		}
+	}
+	return out
 }
