@@ -180,27 +180,31 @@ func (g *committer) pendingFor(root []byte) *pendingChain {
 // pendingEntry returns the newest entry at seq that the bbolt file may not
 // hold yet.
 func (g *committer) pendingEntry(root []byte, seq uint64) (pendingValue, bool) {
-	g.pmu.RLock()
-	defer g.pmu.RUnlock()
-	p := g.pending[string(root)]
-	if p == nil {
-		return pendingValue{}, false
-	}
-	v, ok := p.entries[seq]
-	return v, ok
+	return g.lookup(root, func(p *pendingChain) (pendingValue, bool) {
+		v, ok := p.entries[seq]
+		return v, ok
+	})
 }
 
 // pendingCheckpoint returns the newest checkpoint of session (or its
 // deletion) that the bbolt file may not hold yet.
 func (g *committer) pendingCheckpoint(root []byte, session string) (pendingValue, bool) {
+	return g.lookup(root, func(p *pendingChain) (pendingValue, bool) {
+		v, ok := p.checkpoints[session]
+		return v, ok
+	})
+}
+
+// lookup runs get on the overlay of the chain at root, if it has one,
+// under the overlay's read lock.
+func (g *committer) lookup(root []byte, get func(p *pendingChain) (pendingValue, bool)) (pendingValue, bool) {
 	g.pmu.RLock()
 	defer g.pmu.RUnlock()
 	p := g.pending[string(root)]
 	if p == nil {
 		return pendingValue{}, false
 	}
-	v, ok := p.checkpoints[session]
-	return v, ok
+	return get(p)
 }
 
 // snapshot returns a copy of the overlay of the chain at root (nil if
