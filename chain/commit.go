@@ -97,9 +97,10 @@ func (g *committer) stats() CommitStats {
 
 // start prepares the journal of a file just opened. A writable file's
 // journal records not yet applied are applied to it in one synced
-// transaction, then both journal files are emptied; a read-only file's are
-// kept in the overlay. fresh is for a file just created: any journal found
-// next to it is stale and is emptied unread.
+// transaction, and new records then overwrite them from the start of the
+// journal files; a read-only file's are kept in the overlay. fresh is for a
+// file just created: any journal found next to it belongs to another file
+// and is emptied unread.
 func (g *committer) start(fresh bool) error {
 	var applied uint64
 	var id []byte
