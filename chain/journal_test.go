@@ -742,3 +742,107 @@ func coalesced(recs []*journalRecord) []*journalRecord {
 	}
 	return out
 }
+
+// TestJournalWriteFailureStopsWrites makes the journal's file fail under
+// a write, as a full or failing disk would: that Apply fails and says so,
+// every later one fails too (whether the record reached the disk is not
+// known), nothing changes in memory, and reopening the file gives the
+// state before the failed write.
+func TestJournalWriteFailureStopsWrites(t *testing.T) {
+	key := testKey(t, "fail")
+	path := filepath.Join(t.TempDir(), "chain.db")
+	c, err := Create(path, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(Write{Session: "S", Checkpoint: []byte("before")}); err != nil {
+		t.Fatal(err)
+	}
+	head := c.Head()
+	c.commits.files[c.commits.active].f.Close() // the disk fails
+	e, err := c.NewEntry(key, KindNote, "lost", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Apply(Write{Session: "S", Append: e, Checkpoint: []byte("after")})
+	if err == nil || !strings.Contains(err.Error(), "journal") {
+		t.Fatalf("apply over a failed journal: %v", err)
+	}
+	if c.Head() != head {
+		t.Fatalf("head moved to %s after a failed write", c.Head())
+	}
+	if cp, _, _ := c.Checkpoint("S"); string(cp) != "before" {
+		t.Fatalf("checkpoint %q after a failed write", cp)
+	}
+	err = c.Apply(Write{Session: "T", Checkpoint: []byte("x")})
+	if err == nil || !strings.Contains(err.Error(), "takes no more writes") {
+		t.Fatalf("apply after the failure: %v", err)
+	}
+	if err := c.Close(); err == nil {
+		t.Fatal("Close hid the failed journal")
+	}
+	c, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.Head() != head {
+		t.Fatalf("reopened at head %s, want %s", c.Head(), head)
+	}
+	if cp, _, _ := c.Checkpoint("S"); string(cp) != "before" {
+		t.Fatalf("reopened with checkpoint %q", cp)
+	}
+	if err := c.Apply(Write{Session: "T", Checkpoint: []byte("x")}); err != nil {
+		t.Fatalf("the reopened chain takes no writes: %v", err)
+	}
+}
+
+// TestJournalFlushFailureKeepsWrites makes a flush fail (the bbolt file
+// cannot be written): acknowledged writes stay readable, later writes fail
+// naming the flush, and reopening replays every acknowledged write from the
+// journal.
+func TestJournalFlushFailureKeepsWrites(t *testing.T) {
+	key := testKey(t, "flushfail")
+	path := filepath.Join(t.TempDir(), "chain.db")
+	c, err := Create(path, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		e, err := c.NewEntry(key, KindNote, i, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(Write{Session: "S", Append: e, Checkpoint: []byte{byte(i)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := viewOf(t, c)
+	db := c.commits.db
+	if err := db.Close(); err != nil { // the bbolt file fails
+		t.Fatal(err)
+	}
+	if err := c.commits.flushNow(); err == nil || !strings.Contains(err.Error(), "flush") {
+		t.Fatalf("flush into a failed file: %v", err)
+	}
+	e, err := c.NewEntry(key, KindNote, "after", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Apply(Write{Append: e}); err == nil || !strings.Contains(err.Error(), "takes no more writes") {
+		t.Fatalf("apply after a failed flush: %v", err)
+	}
+	if got := c.Head(); got != want.head {
+		t.Fatalf("head %s, want %s", got, want.head)
+	}
+	if cp, ok, _ := c.Checkpoint("S"); !ok || !bytes.Equal(cp, []byte{2}) {
+		t.Fatalf("acknowledged checkpoint unreadable after a failed flush: %x %v", cp, ok)
+	}
+	c.commits.abandon()
+	c, err = Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sameView(t, "reopened after a failed flush", viewOf(t, c), want)
+}
