@@ -846,3 +846,33 @@ func TestJournalFlushFailureKeepsWrites(t *testing.T) {
 	defer c.Close()
 	sameView(t, "reopened after a failed flush", viewOf(t, c), want)
 }
+
+// TestChainCommitStats counts a chain file's durable writes, journal syncs
+// and flushes: sequential writes take a sync each, a write that changes
+// nothing takes none, and a flush is counted once it ran.
+func TestChainCommitStats(t *testing.T) {
+	key := testKey(t, "stats")
+	c, _ := newTestChain(t, key, 0)
+	for i := 0; i < 4; i++ {
+		e, err := c.NewEntry(key, KindNote, i, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Apply(Write{Append: e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := c.Head()
+	if err := c.Apply(Write{ExpectHead: &h}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.CommitStats(), (CommitStats{Transactions: 4, Writes: 4}); got != want {
+		t.Fatalf("stats %+v, want %+v", got, want)
+	}
+	if err := c.commits.flushNow(); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.CommitStats().Flushes; got != 1 {
+		t.Fatalf("%d flushes counted after one", got)
+	}
+}

@@ -196,6 +196,11 @@ func (s *Store) Agents() ([]sign.AgentID, error) {
 // factor.
 func (s *Store) CommitStats() CommitStats { return s.commits.stats() }
 
+// CommitStats reports the durable writes, journal syncs and flushes of the
+// chain's file since it was opened (for a chain of a Store: of the whole
+// store).
+func (c *Chain) CommitStats() CommitStats { return c.commits.stats() }
+
 // Close applies the journal to the file, removes the journal and closes
 // the file and with it every chain of the store.
 func (s *Store) Close() error {

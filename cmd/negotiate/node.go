@@ -334,12 +334,13 @@ func (d *daemon) Inbox(ctx context.Context) ([]control.InboxMessage, error) {
 }
 
 // The metricsSource methods.
-func (d *daemon) messagesIn() uint64      { return d.host.Stats().FramesIn }
-func (d *daemon) messagesOut() uint64     { return d.host.Stats().FramesOut }
-func (d *daemon) messagesRefused() uint64 { s := d.host.Stats(); return s.Refused + s.RateLimited }
-func (d *daemon) peerCount() int          { return len(d.host.Peers()) }
-func (d *daemon) sessionCount() int       { return sessionCount(d) }
-func (d *daemon) chainLength() uint64     { return d.chain.Length() }
+func (d *daemon) messagesIn() uint64            { return d.host.Stats().FramesIn }
+func (d *daemon) messagesOut() uint64           { return d.host.Stats().FramesOut }
+func (d *daemon) messagesRefused() uint64       { s := d.host.Stats(); return s.Refused + s.RateLimited }
+func (d *daemon) peerCount() int                { return len(d.host.Peers()) }
+func (d *daemon) sessionCount() int             { return sessionCount(d) }
+func (d *daemon) chainLength() uint64           { return d.chain.Length() }
+func (d *daemon) chainStats() chain.CommitStats { return d.chain.CommitStats() }
 
 // sessionCount reports sessions in progress; the engine replaces it.
 var sessionCount = func(d *daemon) int { return 0 }

@@ -246,7 +246,8 @@ func TestTwoNodes(t *testing.T) {
 		t.Fatal("node B started with --metrics but reports no metrics URL")
 	}
 	body := httpGet(t, b.info.Metrics)
-	for _, m := range []string{"negotiate_messages_in_total", "negotiate_peers 1", "negotiate_sessions 0", "negotiate_chain_length 1"} {
+	for _, m := range []string{"negotiate_messages_in_total", "negotiate_peers 1", "negotiate_sessions 0", "negotiate_chain_length 1",
+		"negotiate_chain_writes_total", "negotiate_chain_journal_syncs_total", "negotiate_chain_flushes_total"} {
 		if !strings.Contains(body, m) {
 			t.Errorf("metrics lack %q:\n%s", m, body)
 		}
