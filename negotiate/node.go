@@ -67,6 +67,11 @@ type NodeConfig struct {
 	Logger *slog.Logger
 	// OnEvent, when set, is called (without locks held) for every engine event.
 	OnEvent func(Event)
+	// Trace, when set, is called at each TracePoint of a session's handling
+	// (`negotiate bench --trace` builds a session's timeline from it). It
+	// may be called with the node's lock held and from several goroutines:
+	// it must be quick and must not call the node.
+	Trace func(TraceEvent)
 	// CrashHook, when set, is called at the named crash points (see
 	// CrashPoints and CrashAfterAccept) with the session concerned;
 	// fault-injection tests make it kill the process there.
@@ -141,7 +146,7 @@ type Node struct {
 	stopped error
 	waiters map[string][]chan *Outcome
 	timers  map[string]*time.Timer
-	queues  map[sign.AgentID]chan []byte
+	queues  map[sign.AgentID]chan queuedFrame
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -192,7 +197,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	n := &Node{
 		cfg: cfg, host: h, chain: cfg.Chain, log: log, eng: eng,
 		waiters: map[string][]chan *Outcome{}, timers: map[string]*time.Timer{},
-		queues: map[sign.AgentID]chan []byte{}, ctx: nctx, cancel: cancel,
+		queues: map[sign.AgentID]chan queuedFrame{}, ctx: nctx, cancel: cancel,
 	}
 	h.SetSessionHandler(n.onEnvelope)
 	n.step(Input{Resume: true})
@@ -236,15 +241,22 @@ func (n *Node) step(in Input) error {
 		return n.stopped
 	}
 	in.Now = n.now()
+	session := in.Session()
+	n.trace(TraceStep, session, "")
 	out := n.eng.Step(in)
+	n.trace(TraceStepped, session, "")
 	for _, o := range out.SendFirst {
 		n.enqueue(o, in.Now)
+	}
+	if len(out.SendFirst) > 0 {
+		n.trace(TraceQueued, session, "")
 	}
 	for _, w := range out.Persist {
 		if w.Append != nil && n.crash(CrashAfterCert, w.Session, true) {
 			n.mu.Unlock()
 			return n.stopped
 		}
+		n.trace(TraceWrite, w.Session, "")
 		if err := n.chain.Apply(w); err != nil {
 			// The engine's memory is ahead of the disk: stop, never send.
 			n.stopped = fmt.Errorf("%w: durable write failed: %v (restart the node to resume from the last checkpoint)", ErrNodeStopped, err)
@@ -252,6 +264,7 @@ func (n *Node) step(in Input) error {
 			n.mu.Unlock()
 			return n.stopped
 		}
+		n.trace(TraceWritten, w.Session, "")
 		if (w.AcquireLock != nil && n.crash(CrashAfterVote, w.Session, true)) || (w.Append != nil && n.crash(CrashAfterAppend, w.Session, true)) {
 			n.mu.Unlock()
 			return n.stopped
@@ -263,6 +276,9 @@ func (n *Node) step(in Input) error {
 		if _, ok := o.Body.(*protocol.Accept); ok {
 			accepted = true
 		}
+	}
+	if len(out.Send) > 0 {
+		n.trace(TraceQueued, session, "")
 	}
 	for _, t := range out.Timers {
 		n.armTimer(t, in.Now)
@@ -408,29 +424,40 @@ func (n *Node) enqueueOne(o Outgoing, now int64) {
 	}
 	q := n.queues[o.To]
 	if q == nil {
-		q = make(chan []byte, sendQueueLen)
+		q = make(chan queuedFrame, sendQueueLen)
 		n.queues[o.To] = q
 		n.wg.Add(1)
 		go n.sender(o.To, q)
 	}
 	select {
-	case q <- frame:
+	case q <- queuedFrame{frame: frame, session: o.Session, typ: o.Type}:
 	default:
 		n.log.Warn("send queue full; frame dropped", "to", o.To.Short(), "type", o.Type)
 	}
 }
 
+// queuedFrame is a sealed frame waiting for its peer's sender, with the
+// session and type it carries (for tracing).
+type queuedFrame struct {
+	frame        []byte
+	session, typ string
+}
+
 // sender delivers frames to one peer in order.
-func (n *Node) sender(to sign.AgentID, q chan []byte) {
+func (n *Node) sender(to sign.AgentID, q chan queuedFrame) {
 	defer n.wg.Done()
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
-		case frame := <-q:
+		case qf := <-q:
+			frame := qf.frame
 			ctx, cancel := context.WithTimeout(n.ctx, sendTimeout)
 			err := n.host.Send(ctx, to, frame)
 			cancel()
+			if err == nil {
+				n.trace(TraceSent, qf.session, qf.typ)
+			}
 			if err == nil && n.cfg.CrashHook != nil {
 				if env, oerr := protocol.OpenCertificate(frame); oerr == nil && env.Msg.Type == protocol.TypeReady {
 					n.crash(CrashAfterReadySent, env.Msg.Session, false)
@@ -459,6 +486,7 @@ func (n *Node) onEnvelope(env *protocol.Envelope) {
 	if n.cfg.Inbound != nil && !n.cfg.Inbound(env.Msg.From, env.Msg.Type) {
 		return
 	}
+	n.trace(TraceReceived, env.Msg.Session, env.Msg.Type)
 	err := n.step(Input{Message: &Received{
 		From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
 	}})

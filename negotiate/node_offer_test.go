@@ -32,6 +32,7 @@ type offerAgent struct {
 	mu     sync.Mutex
 	points map[string][]string       // session → crash points passed
 	sent   map[string]map[string]int // session → frame type → count
+	traced map[string][]TraceEvent   // session → trace events (NodeConfig.Trace)
 }
 
 // offerNetwork starts n nodes on fresh chains; the first with initPolicy,
@@ -49,7 +50,7 @@ func offerNetwork(t *testing.T, n int, initPolicy, policy Policy) []*offerAgent 
 			t.Fatal(err)
 		}
 		a := &offerAgent{nodeTestAgent: nodeTestAgent{name: name, key: key, ch: ch, path: path},
-			points: map[string][]string{}, sent: map[string]map[string]int{}}
+			points: map[string][]string{}, sent: map[string]map[string]int{}, traced: map[string][]TraceEvent{}}
 		p := policy
 		if i == 0 {
 			p = initPolicy
@@ -82,6 +83,11 @@ func (a *offerAgent) start(t *testing.T, policy Policy, boot *offerAgent) {
 			a.points[session] = append(a.points[session], point)
 			a.mu.Unlock()
 			return false
+		}
+		cfg.Trace = func(ev TraceEvent) {
+			a.mu.Lock()
+			a.traced[ev.Session] = append(a.traced[ev.Session], ev)
+			a.mu.Unlock()
 		}
 		cfg.Outbound = func(o Outgoing) []Outgoing {
 			a.mu.Lock()
@@ -490,4 +496,65 @@ func TestNodeOfferAbortReasonOverLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	nodeTestCheck(t, plain(agents), id, StateRejected)
+}
+
+// TestNodeTraceOfAnOffer traces a 2-party signed offer between real nodes
+// (NodeConfig.Trace) and checks the order the trace reports: each party's
+// durable write is done before the messages of its step are queued and
+// sent, the participant writes only after the offer arrived, and the
+// initiator appends only after the participant's Ready arrived.
+func TestNodeTraceOfAnOffer(t *testing.T) {
+	agents := offerNetwork(t, 2, AcceptAll, AcceptAll)
+	init, part := agents[0], agents[1]
+	id := offerFrom(t, init, agents[1:], 20*time.Second, map[string]any{"item": "traced"})
+	if o := waitOutcome(t, init, id); o.State != StateCommitted {
+		t.Fatalf("outcome %+v", o)
+	}
+	waitOutcome(t, part, id)
+	// at returns when a passed point p (with message type typ) for the
+	// n-th time (0-based), and fails the test if it did not.
+	at := func(a *offerAgent, p TracePoint, typ string, n int) time.Time {
+		t.Helper()
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		for _, ev := range a.traced[id] {
+			if ev.Point == p && ev.Type == typ {
+				if n == 0 {
+					return ev.At
+				}
+				n--
+			}
+		}
+		t.Fatalf("%s: no trace point %s %s (#%d) in %+v", a.name, p, typ, n, a.traced[id])
+		return time.Time{}
+	}
+	before := func(what string, x, y time.Time) {
+		t.Helper()
+		if !x.Before(y) {
+			t.Errorf("%s: %v is not before %v", what, x, y)
+		}
+	}
+	before("initiator: vote durable before the offer is queued", at(init, TraceWritten, "", 0), at(init, TraceQueued, "", 0))
+	before("initiator: offer queued before it is sent", at(init, TraceQueued, "", 0), at(init, TraceSent, protocol.TypeOffer, 0))
+	before("participant: offer received before its write", at(part, TraceReceived, protocol.TypeOffer, 0), at(part, TraceWrite, "", 0))
+	before("participant: sign-and-append durable before the Ready is queued", at(part, TraceWritten, "", 0), at(part, TraceQueued, "", 0))
+	before("participant: Ready queued before it is sent", at(part, TraceQueued, "", 0), at(part, TraceSent, protocol.TypeReady, 0))
+	before("initiator: Ready received before the append", at(init, TraceReceived, protocol.TypeReady, 0), at(init, TraceWrite, "", 1))
+	for _, a := range []*offerAgent{init, part} {
+		a.mu.Lock()
+		writes, written := 0, 0
+		for _, ev := range a.traced[id] {
+			switch ev.Point {
+			case TraceWrite:
+				writes++
+			case TraceWritten:
+				written++
+			}
+		}
+		a.mu.Unlock()
+		want := map[*offerAgent]int{init: 2, part: 1}[a]
+		if writes != want || written != want {
+			t.Errorf("%s: %d writes started, %d durable, want %d", a.name, writes, written, want)
+		}
+	}
 }

@@ -52,6 +52,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "offer", Usage: "run signed offers (the initiator signs first; 2 parties commit in one round trip) instead of negotiated sessions"},
 			&cli.StringFlag{Name: "memprofile", Usage: "write the allocation profile after the measured sessions to `FILE` and the one before them to FILE.start (go tool pprof -sample_index=alloc_space -diff_base FILE.start FILE)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the measured sessions (not start-up) to `FILE` (go tool pprof)"},
+			&cli.BoolFlag{Name: "trace", Usage: "time each step of every measured session at every node (engine step, durable write, send, receive) and print the median timeline"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "measure the heap of N idle sessions instead (pure core)"},
 		),
 		Action: benchAction,
@@ -90,7 +91,7 @@ func benchAction(c *cli.Context) error {
 		Parties: c.Int("parties"), Sessions: c.Int("sessions"), Concurrency: c.Int("concurrency"),
 		Pairs: c.Int("pairs"), Scheme: c.String("scheme"), SessionTimeout: c.Duration("timeout"),
 		NoPace: c.Bool("no-pace"), Progress: progress, SetupProgress: setupProgress, Store: c.String("store"), Transport: c.String("transport"),
-		Offer: c.Bool("offer"),
+		Offer: c.Bool("offer"), Trace: c.Bool("trace"),
 	}
 	if err := opts.Validate(); err != nil {
 		return benchErr(err)
@@ -175,5 +176,15 @@ func printBench(w io.Writer, r *bench.Result) {
 	}
 	for _, s := range r.ChainsBroken {
 		fmt.Fprintf(w, "  broken: %s\n", s)
+	}
+	if len(r.Timeline) > 0 {
+		fmt.Fprintf(w, "  timeline (medians of the %d of %d sessions that took the most common path; µs from Propose):\n", r.TimelineSessions, r.Committed)
+		for _, t := range r.Timeline {
+			what := t.Point
+			if t.Type != "" {
+				what += " " + t.Type
+			}
+			fmt.Fprintf(w, "  %9.0f  +%7.0f  %-14s %s\n", t.AtUs, t.StepUs, t.Role, what)
+		}
 	}
 }

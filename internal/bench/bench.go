@@ -156,6 +156,10 @@ type Options struct {
 	// one round trip; the default is the negotiated flow (propose, accept,
 	// preflight, Readys).
 	Offer bool
+	// Trace records when each node passed each negotiate.TracePoint of
+	// every measured session, and Result.Timeline gives the median
+	// timeline of the sessions that passed them in the most common order.
+	Trace bool
 }
 
 // Store and transport choices of Options.
@@ -227,6 +231,11 @@ type Result struct {
 	// by the times the journal was applied to the bbolt file (one synced
 	// bbolt transaction each). Zero when no flush ran during the sessions.
 	WritesPerFlush float64 `json:"writes_per_flush,omitempty"`
+	// Timeline (Options.Trace) is the median timeline of the measured
+	// sessions that passed the nodes' trace points in the most common
+	// order; TimelineSessions is how many did.
+	Timeline         []TimelineStep `json:"timeline,omitempty"`
+	TimelineSessions int            `json:"timeline_sessions,omitempty"`
 
 	Committed   int      `json:"committed"`
 	Failed      int      `json:"failed"`
@@ -329,6 +338,7 @@ type agent struct {
 	key  *sign.PrivateKey
 	ch   *chain.Chain
 	node *negotiate.Node
+	role string // "initiator" or "participant N" in its group
 }
 
 type group struct {
@@ -353,6 +363,8 @@ type recorder struct {
 	// the time of the last; allDone is closed when every party has.
 	everyone map[string]*allCommitted
 	parties  int
+	// tracer, with Options.Trace, keeps the nodes' trace events.
+	tracer *tracer
 }
 
 type allCommitted struct {
@@ -418,6 +430,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		PaceCapPerPair: paceSafety * benchFramesPerSecond / framesPerSessionPerPeer,
 	}
 	rec := &recorder{signing: map[string]time.Time{}, committed: map[string]time.Time{}, everyone: map[string]*allCommitted{}, parties: opts.Parties}
+	if opts.Trace {
+		rec.tracer = newTracer()
+	}
 	setup := time.Now()
 	setupRep := newSetupReporter(opts.SetupProgress)
 	groups, store, closeAll, err := startGroups(ctx, opts, scheme, dir, rec, setupRep)
@@ -443,6 +458,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	res.Floor = floor
+	if rec.tracer != nil {
+		rec.tracer.reset()
+	}
 
 	var before chain.CommitStats
 	if store != nil {
@@ -468,6 +486,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		}
 	}
 	summarize(res, samples)
+	if rec.tracer != nil {
+		res.Timeline, res.TimelineSessions = rec.tracer.timeline()
+	}
 	if store != nil {
 		after := store.CommitStats()
 		if txs := after.Transactions - before.Transactions; txs > 0 {
@@ -535,7 +556,10 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 				closeAll()
 				return nil, nil, nil, fmt.Errorf("bench: %w", err)
 			}
-			a := &agent{key: key, ch: ch}
+			a := &agent{key: key, ch: ch, role: "initiator"}
+			if pi > 0 {
+				a.role = fmt.Sprintf("participant %d", pi)
+			}
 			mu.Lock()
 			all = append(all, a)
 			mu.Unlock()
@@ -556,6 +580,10 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 			ResolveInitial: 500 * time.Millisecond, ResolveMax: 2 * time.Second,
 		}
 		cfg.OnEvent = func(ev negotiate.Event) { rec.onEvent(ev, initiator) }
+		if tr := rec.tracer; tr != nil {
+			role := a.role
+			cfg.Trace = func(ev negotiate.TraceEvent) { tr.add(ev, role) }
+		}
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		n, err := negotiate.StartNode(sctx, cfg)
@@ -707,6 +735,9 @@ func runSession(ctx context.Context, g *group, terms []byte, timeout time.Durati
 		return sample{err: err}
 	}
 	g.ids = append(g.ids, p.ID())
+	if rec.tracer != nil {
+		rec.tracer.started(p.ID(), start)
+	}
 	wctx, cancel := context.WithTimeout(ctx, timeout+5*time.Second)
 	defer cancel()
 	o, err := p.Wait(wctx)

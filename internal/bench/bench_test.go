@@ -172,3 +172,42 @@ func TestNeededFDs(t *testing.T) {
 		t.Fatalf("neededFDs(%d) = %d, want the per-node cap %d", MaxNodes, got, capped)
 	}
 }
+
+// TestRunTrace runs signed offers with Options.Trace and checks the median
+// timeline: it starts with the initiator's step, its moments never go back
+// in time, it passes the participant receiving the offer and sending its
+// Ready, and it ends with the initiator's append being durable.
+func TestRunTrace(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real nodes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	res, err := Run(ctx, Options{Parties: 2, Sessions: 12, Offer: true, Trace: true, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl := res.Timeline
+	if len(tl) == 0 || res.TimelineSessions < res.Committed/2 {
+		t.Fatalf("timeline of %d steps from %d of %d sessions", len(tl), res.TimelineSessions, res.Committed)
+	}
+	if tl[0].Role != "initiator" || tl[0].Point != "step" {
+		t.Fatalf("timeline starts with %+v", tl[0])
+	}
+	last := tl[len(tl)-1]
+	if last.Role != "initiator" || last.Point != "written" {
+		t.Fatalf("timeline ends with %+v", last)
+	}
+	seen := map[string]bool{}
+	for i, s := range tl {
+		if i > 0 && s.AtUs < tl[i-1].AtUs {
+			t.Fatalf("step %d (%+v) goes back in time", i, s)
+		}
+		seen[s.Role+" "+s.Point+" "+s.Type] = true
+	}
+	for _, want := range []string{"participant 1 received offer", "participant 1 sent ready", "initiator received ready"} {
+		if !seen[want] {
+			t.Errorf("timeline lacks %q: %+v", want, tl)
+		}
+	}
+}
