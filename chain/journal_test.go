@@ -633,7 +633,7 @@ func TestAppendRefusedOverEntryStoredBeyondHead(t *testing.T) {
 // each key put, in key order ("coalesced": tried, no faster, not kept).
 func BenchmarkFlush(b *testing.B) {
 	const chains, records, existing = 48, 2500, 20000
-	for _, mode := range []string{"one-by-one", "coalesced"} {
+	for _, mode := range []string{"one-by-one", "coalesced", "time-ordered"} {
 		b.Run(mode, func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), "store.db")
 			s, err := CreateStore(path)
@@ -657,6 +657,9 @@ func BenchmarkFlush(b *testing.B) {
 			cp := bytes.Repeat([]byte{7}, 1700)
 			entry := bytes.Repeat([]byte{9}, 830)
 			session := func(i int) string { return fmt.Sprintf("%016x%016x", uint64(i)*0x9e3779b97f4a7c15, i) }
+			if mode == "time-ordered" { // IDs that start with their creation time
+				session = func(i int) string { return fmt.Sprintf("%012x%020x", i, uint64(i)*0x9e3779b97f4a7c15) }
+			}
 			if err := db.Update(func(tx *bolt.Tx) error {
 				for i := 0; i < existing; i++ {
 					_, _, cps := chainBuckets(tx, roots[i%chains])

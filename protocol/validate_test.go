@@ -2,8 +2,10 @@ package protocol
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/sign"
@@ -139,5 +141,35 @@ func TestHashesChangeWithContent(t *testing.T) {
 	r2, _ := RecordHash(&rec)
 	if r1 == r2 {
 		t.Fatal("record hash ignores the heads")
+	}
+}
+
+// TestNewSessionIDIsTimeOrdered checks new session IDs: well-formed, in
+// the order of their creation time across milliseconds, and distinct
+// within one millisecond (the random part).
+func TestNewSessionIDIsTimeOrdered(t *testing.T) {
+	t0 := time.UnixMilli(1_764_000_000_000)
+	prev := ""
+	for i := 0; i < 50; i++ {
+		at := t0.Add(time.Duration(i*37) * time.Millisecond)
+		id := newSessionIDAt(at)
+		if err := CheckSessionID(id); err != nil {
+			t.Fatal(err)
+		}
+		if id <= prev {
+			t.Fatalf("ID %s made at %v sorts before %s made earlier", id, at, prev)
+		}
+		prev = id
+	}
+	seen := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		id := newSessionIDAt(t0)
+		if seen[id] {
+			t.Fatalf("ID %s made twice in one millisecond", id)
+		}
+		seen[id] = true
+		if id[:12] != fmt.Sprintf("%012x", t0.UnixMilli()) {
+			t.Fatalf("ID %s does not start with its time %012x", id, t0.UnixMilli())
+		}
 	}
 }
