@@ -52,6 +52,7 @@ func benchCommand() *cli.Command {
 			&cli.BoolFlag{Name: "offer", Usage: "run signed offers (the initiator signs first; 2 parties commit in one round trip) instead of negotiated sessions"},
 			&cli.StringFlag{Name: "memprofile", Usage: "write the allocation profile after the measured sessions to `FILE` and the one before them to FILE.start (go tool pprof -sample_index=alloc_space -diff_base FILE.start FILE)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the measured sessions (not start-up) to `FILE` (go tool pprof)"},
+			&cli.IntFlag{Name: "gogc", Value: bench.DefaultGCPercent, Usage: "Go GC percent for the run (Go's default is 100; 0 keeps the GOGC environment variable's): many agents in one process trade memory for CPU"},
 			&cli.BoolFlag{Name: "trace", Usage: "time each step of every measured session at every node (engine step, durable write, send, receive) and print the median timeline"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "measure the heap of N idle sessions instead (pure core)"},
 		),
@@ -91,7 +92,7 @@ func benchAction(c *cli.Context) error {
 		Parties: c.Int("parties"), Sessions: c.Int("sessions"), Concurrency: c.Int("concurrency"),
 		Pairs: c.Int("pairs"), Scheme: c.String("scheme"), SessionTimeout: c.Duration("timeout"),
 		NoPace: c.Bool("no-pace"), Progress: progress, SetupProgress: setupProgress, Store: c.String("store"), Transport: c.String("transport"),
-		Offer: c.Bool("offer"), Trace: c.Bool("trace"),
+		Offer: c.Bool("offer"), Trace: c.Bool("trace"), GCPercent: c.Int("gogc"),
 	}
 	if err := opts.Validate(); err != nil {
 		return benchErr(err)
@@ -169,6 +170,7 @@ func printBench(w io.Writer, r *bench.Result) {
 		}
 		fmt.Fprintln(w)
 	}
+	fmt.Fprintf(w, "  runtime        GOGC %d, heap %.0f MiB from the OS\n", r.GCPercent, r.HeapSysMiB)
 	fmt.Fprintf(w, "  chains         %d verified, %d locks left, %d broken; %d frames rate-limited\n",
 		r.ChainsVerified, r.LocksLeft, len(r.ChainsBroken), r.RateLimitedFrames)
 	for _, s := range r.FailReasons {

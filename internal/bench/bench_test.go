@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"testing"
 	"time"
@@ -111,6 +112,7 @@ func TestRunBadOptions(t *testing.T) {
 		{"concurrency above pairs", Options{Concurrency: 4, Pairs: 2}},
 		{"too many nodes", Options{Parties: 32, Pairs: 9}},
 		{"unknown scheme", Options{Scheme: "rot13"}},
+		{"negative GC percent", Options{GCPercent: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -173,8 +175,9 @@ func TestNeededFDs(t *testing.T) {
 	}
 }
 
-// TestRunTrace runs signed offers with Options.Trace and checks the median
-// timeline: it starts with the initiator's step, its moments never go back
+// TestRunTrace runs signed offers with Options.Trace and a GC percent of
+// its own (reported, and the process's restored after), and checks the
+// median timeline: it starts with the initiator's step, its moments never go back
 // in time, it passes the participant receiving the offer and sending its
 // Ready, and it ends with the initiator's append being durable.
 func TestRunTrace(t *testing.T) {
@@ -183,9 +186,15 @@ func TestRunTrace(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	res, err := Run(ctx, Options{Parties: 2, Sessions: 12, Offer: true, Trace: true, Dir: t.TempDir()})
+	before := debug.SetGCPercent(-1)
+	debug.SetGCPercent(before)
+	res, err := Run(ctx, Options{Parties: 2, Sessions: 12, Offer: true, Trace: true, GCPercent: 250, Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
+	}
+	after := debug.SetGCPercent(before)
+	if res.GCPercent != 250 || after != before || res.HeapSysMiB <= 0 {
+		t.Fatalf("ran with GC percent %d (asked 250), left %d (was %d), heap %v MiB", res.GCPercent, after, before, res.HeapSysMiB)
 	}
 	tl := res.Timeline
 	if len(tl) == 0 || res.TimelineSessions < res.Committed/2 {

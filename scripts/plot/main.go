@@ -66,6 +66,7 @@ func run(out string, sessions int, parties, concs []int, perConc, idle int) erro
 	ctx := context.Background()
 	d := &Data{Date: time.Now().UTC().Format(time.RFC3339), Summary: map[string]float64{}, SchemeRatio: map[string]float64{}}
 	one := func(o bench.Options) *bench.Result {
+		o.GCPercent = bench.DefaultGCPercent // as `negotiate bench` runs
 		fmt.Fprintf(os.Stderr, "plot: parties %d, sessions %d, concurrency %d, pairs %d, scheme %q, store %q, offer %v...", o.Parties, o.Sessions, o.Concurrency, o.Pairs, o.Scheme, o.Store, o.Offer)
 		r, err := bench.Run(ctx, o)
 		if err != nil {
