@@ -137,23 +137,14 @@ func (g *committer) start(fresh bool) error {
 				return fmt.Errorf("chain: journal ID: %w", err)
 			}
 		}
+		if len(recs) > 0 {
+			applied = recs[len(recs)-1].LSN
+		}
 		err := g.db.Update(func(tx *bolt.Tx) error {
-			for _, r := range recs {
-				if err := applyRecord(tx, r); err != nil {
-					return err
-				}
+			if err := g.applyJournal(tx, recs); err != nil {
+				return err
 			}
-			b := g.lsnBucket(tx)
-			if b == nil {
-				return fmt.Errorf("chain: %w: %s has no metadata bucket", ErrNotChain, g.path)
-			}
-			if len(recs) > 0 {
-				applied = recs[len(recs)-1].LSN
-				if err := writeAppliedLSN(b, applied); err != nil {
-					return err
-				}
-			}
-			return b.Put(keyJournalID, id)
+			return g.lsnBucket(tx).Put(keyJournalID, id)
 		})
 		if err != nil {
 			return fmt.Errorf("chain: replay journal of %s: %w", g.path, err)
@@ -395,18 +386,7 @@ func (g *committer) startFlushLocked() {
 // them from the overlay, and empties the journal file.
 func (g *committer) flush(old int, recs []*journalRecord, done chan struct{}) {
 	last := recs[len(recs)-1].LSN
-	err := g.db.Update(func(tx *bolt.Tx) error {
-		for _, r := range recs {
-			if err := applyRecord(tx, r); err != nil {
-				return err
-			}
-		}
-		b := g.lsnBucket(tx)
-		if b == nil {
-			return fmt.Errorf("%w: no metadata bucket", ErrNotChain)
-		}
-		return writeAppliedLSN(b, last)
-	})
+	err := g.db.Update(func(tx *bolt.Tx) error { return g.applyJournal(tx, recs) })
 	if err == nil {
 		g.forget(last)
 		err = g.files[old].reset()
@@ -422,6 +402,24 @@ func (g *committer) flush(old int, recs []*journalRecord, done chan struct{}) {
 	if !g.closed {
 		g.maybeFlushLocked(false)
 	}
+}
+
+// applyJournal applies recs, in order, in tx and records the number of the
+// last of them as applied, in the same transaction.
+func (g *committer) applyJournal(tx *bolt.Tx, recs []*journalRecord) error {
+	for _, r := range recs {
+		if err := applyRecord(tx, r); err != nil {
+			return err
+		}
+	}
+	b := g.lsnBucket(tx)
+	if b == nil {
+		return fmt.Errorf("chain: %w: %s has no metadata bucket", ErrNotChain, g.path)
+	}
+	if len(recs) == 0 {
+		return nil
+	}
+	return writeAppliedLSN(b, recs[len(recs)-1].LSN)
 }
 
 // forget drops from the overlay every value of a record numbered up to

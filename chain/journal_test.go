@@ -855,16 +855,7 @@ func TestJournalFlushFailureKeepsWrites(t *testing.T) {
 // nothing takes none, and a flush is counted once it ran.
 func TestChainCommitStats(t *testing.T) {
 	key := testKey(t, "stats")
-	c, _ := newTestChain(t, key, 0)
-	for i := 0; i < 4; i++ {
-		e, err := c.NewEntry(key, KindNote, i, 2)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Apply(Write{Append: e}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	c, _ := newTestChain(t, key, 4)
 	h := c.Head()
 	if err := c.Apply(Write{ExpectHead: &h}); err != nil {
 		t.Fatal(err)
