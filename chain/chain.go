@@ -315,30 +315,9 @@ func (c *Chain) load(tx *bolt.Tx) error {
 	if err := id.Check(pub); err != nil {
 		return fmt.Errorf("chain: %w: %s has damaged metadata: %v", ErrNotChain, c.path, err)
 	}
-	head, err := readHead(meta)
+	head, lock, err := c.recorded(meta)
 	if err != nil {
 		return err
-	}
-	lock, err := readLock(meta)
-	if err != nil {
-		return err
-	}
-	// A read-only file may have journal records not yet in it.
-	if p := c.commits.snapshot(c.root); p != nil {
-		if p.head != nil {
-			if err := decMode.Unmarshal(p.head.val, &head); err != nil {
-				return fmt.Errorf("chain: %w: damaged head in the journal: %v", ErrNotChain, err)
-			}
-		}
-		if p.lock != nil {
-			lock = nil
-			if !p.lock.deleted {
-				lock = new(Lock)
-				if err := decMode.Unmarshal(p.lock.val, lock); err != nil {
-					return fmt.Errorf("chain: %w: damaged lock in the journal: %v", ErrNotChain, err)
-				}
-			}
-		}
 	}
 	c.storedBeyond = 0
 	if k, _ := c.bucket(tx, bucketEntries).Cursor().Seek(seqKey(head.Seq + 1)); k != nil {
@@ -348,24 +327,31 @@ func (c *Chain) load(tx *bolt.Tx) error {
 	return nil
 }
 
-func readHead(meta *bolt.Bucket) (Head, error) {
-	var h Head
-	if err := decMode.Unmarshal(meta.Get(keyHead), &h); err != nil {
-		return Head{}, fmt.Errorf("chain: %w: damaged head record: %v", ErrNotChain, err)
+// recorded returns the head and lock the chain records in its meta bucket,
+// or the newer ones its journal holds (a read-only file may have journal
+// records not yet applied to it).
+func (c *Chain) recorded(meta *bolt.Bucket) (Head, *Lock, error) {
+	headRaw, lockRaw := meta.Get(keyHead), meta.Get(keyLock)
+	if p := c.commits.snapshot(c.root); p != nil {
+		if p.head != nil {
+			headRaw = p.head.val
+		}
+		if p.lock != nil {
+			lockRaw = p.lock.val // nil when the journal released it
+		}
 	}
-	return h, nil
-}
-
-func readLock(meta *bolt.Bucket) (*Lock, error) {
-	raw := meta.Get(keyLock)
-	if raw == nil {
-		return nil, nil
+	var head Head
+	if err := decMode.Unmarshal(headRaw, &head); err != nil {
+		return Head{}, nil, fmt.Errorf("chain: %w: damaged head record: %v", ErrNotChain, err)
 	}
-	var l Lock
-	if err := decMode.Unmarshal(raw, &l); err != nil {
-		return nil, fmt.Errorf("chain: %w: damaged lock record: %v", ErrNotChain, err)
+	if lockRaw == nil {
+		return head, nil, nil
 	}
-	return &l, nil
+	var lock Lock
+	if err := decMode.Unmarshal(lockRaw, &lock); err != nil {
+		return Head{}, nil, fmt.Errorf("chain: %w: damaged lock record: %v", ErrNotChain, err)
+	}
+	return head, &lock, nil
 }
 
 // bucket returns one of the chain's buckets (bucketMeta, bucketEntries,
@@ -487,19 +473,19 @@ func (c *Chain) forEachEntry(from uint64, fn func(seq uint64, raw []byte) (bool,
 	if pend != nil {
 		seqs = pend.entrySeqs()
 	}
+	for len(seqs) > 0 && seqs[0] < from {
+		seqs = seqs[1:]
+	}
 	more := true
 	err := c.db.View(func(tx *bolt.Tx) error {
 		cur := c.bucket(tx, bucketEntries).Cursor()
 		for k, v := cur.Seek(seqKey(from)); k != nil && more; k, v = cur.Next() {
 			seq := keySeq(k)
-			for more && len(seqs) > 0 && seqs[0] < seq {
-				if seqs[0] >= from {
-					var err error
-					if more, err = fn(seqs[0], pend.entries[seqs[0]].val); err != nil {
-						return err
-					}
+			for ; more && len(seqs) > 0 && seqs[0] < seq; seqs = seqs[1:] {
+				var err error
+				if more, err = fn(seqs[0], pend.entries[seqs[0]].val); err != nil {
+					return err
 				}
-				seqs = seqs[1:]
 			}
 			if !more {
 				break
@@ -519,9 +505,6 @@ func (c *Chain) forEachEntry(from uint64, fn func(seq uint64, raw []byte) (bool,
 		return err
 	}
 	for ; more && len(seqs) > 0; seqs = seqs[1:] {
-		if seqs[0] < from {
-			continue
-		}
 		if more, err = fn(seqs[0], pend.entries[seqs[0]].val); err != nil {
 			return err
 		}

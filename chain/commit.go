@@ -366,14 +366,12 @@ func (g *committer) flushTimer() {
 	}
 }
 
-// startFlushLocked switches new records to the other journal file (empty:
-// the previous flush emptied it) and applies the active one's records to
-// the bbolt file in the background. The caller holds jmu.
+// startFlushLocked switches new records to the other journal file (whose
+// records the previous flush applied, so they may be written over) and
+// applies the active one's records to the bbolt file in the background. The
+// caller holds jmu.
 func (g *committer) startFlushLocked() {
-	if g.timer != nil {
-		g.timer.Stop()
-		g.timer = nil
-	}
+	g.stopTimerLocked()
 	recs, old := g.unflushed, g.active
 	g.unflushed, g.active = nil, 1-old
 	g.flushing = true
@@ -383,13 +381,13 @@ func (g *committer) startFlushLocked() {
 
 // flush applies recs (the records of journal file old) to the bbolt file
 // in one synced transaction with the number of the last of them, drops
-// them from the overlay, and empties the journal file.
+// them from the overlay, and lets the next records be written over them.
 func (g *committer) flush(old int, recs []*journalRecord, done chan struct{}) {
-	last := recs[len(recs)-1].LSN
 	err := g.db.Update(func(tx *bolt.Tx) error { return g.applyJournal(tx, recs) })
 	if err == nil {
-		g.forget(last)
-		err = g.files[old].reset()
+		g.forget(recs[len(recs)-1].LSN)
+		g.files[old].reset()
+		g.flushes.Add(1)
 	}
 	g.jmu.Lock()
 	defer g.jmu.Unlock()
@@ -397,7 +395,6 @@ func (g *committer) flush(old int, recs []*journalRecord, done chan struct{}) {
 		g.broken = fmt.Errorf("chain: flush the journal of %s into it: %w (the journal keeps the writes; reopening replays them)", g.path, err)
 	}
 	g.flushing = false
-	g.flushes.Add(1)
 	close(done)
 	if !g.closed {
 		g.maybeFlushLocked(false)
@@ -435,7 +432,7 @@ func (g *committer) forget(lsn uint64) {
 }
 
 // flushNow applies every journal record to the bbolt file and waits until
-// it has (for reads that walk the file, and for Close).
+// it has (for Close, and for tests).
 func (g *committer) flushNow() error {
 	g.jmu.Lock()
 	defer g.jmu.Unlock()
@@ -443,20 +440,30 @@ func (g *committer) flushNow() error {
 }
 
 func (g *committer) flushNowLocked() error {
+	g.waitFlushLocked()
+	if g.broken == nil && len(g.unflushed) > 0 {
+		g.startFlushLocked()
+		g.waitFlushLocked()
+	}
+	return g.broken
+}
+
+// waitFlushLocked waits, releasing jmu meanwhile, until no flush runs.
+func (g *committer) waitFlushLocked() {
 	for g.flushing {
 		d := g.flushDone
 		g.jmu.Unlock()
 		<-d
 		g.jmu.Lock()
 	}
-	if g.broken == nil && len(g.unflushed) > 0 {
-		g.startFlushLocked()
-		d := g.flushDone
-		g.jmu.Unlock()
-		<-d
-		g.jmu.Lock()
+}
+
+// stopTimerLocked stops the flush timer, if armed. The caller holds jmu.
+func (g *committer) stopTimerLocked() {
+	if g.timer != nil {
+		g.timer.Stop()
+		g.timer = nil
 	}
-	return g.broken
 }
 
 // close flushes the journal into the bbolt file and removes the journal
@@ -472,10 +479,7 @@ func (g *committer) close() error {
 	}
 	g.closed = true
 	err := g.flushNowLocked()
-	if g.timer != nil {
-		g.timer.Stop()
-		g.timer = nil
-	}
+	g.stopTimerLocked()
 	closeJournalFiles(g.files)
 	if err != nil {
 		return fmt.Errorf("chain: close %s: %w", g.path, err)
@@ -493,16 +497,8 @@ func (g *committer) close() error {
 func (g *committer) abandon() {
 	g.jmu.Lock()
 	defer g.jmu.Unlock()
-	for g.flushing {
-		d := g.flushDone
-		g.jmu.Unlock()
-		<-d
-		g.jmu.Lock()
-	}
+	g.waitFlushLocked()
 	g.closed = true
-	if g.timer != nil {
-		g.timer.Stop()
-		g.timer = nil
-	}
+	g.stopTimerLocked()
 	closeJournalFiles(g.files)
 }

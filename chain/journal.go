@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -42,6 +41,10 @@ func journalPaths(path string) [2]string {
 // bbolt file it belongs to (keyJournalID), so a journal left next to another
 // file (a chain restored from a backup) is never replayed into it.
 const journalMagic = "NGJRNL01"
+
+// journalHeader is the header of the journal files of the bbolt file with
+// journal ID id.
+func journalHeader(id []byte) []byte { return append([]byte(journalMagic), id...) }
 
 // journalHeaderSize is the size of a journal file's header.
 const journalHeaderSize = len(journalMagic) + journalIDSize
@@ -105,19 +108,14 @@ func appendJournalFrame(buf []byte, r *journalRecord) ([]byte, error) {
 // grow (left over from before the file was emptied). A missing file has no
 // records.
 func readJournal(path string, id []byte) ([]*journalRecord, error) {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("chain: read journal: %w", err)
-	}
-	defer f.Close()
-	data, err := io.ReadAll(f)
-	if err != nil {
 		return nil, fmt.Errorf("chain: read journal %s: %w", path, err)
 	}
-	if len(data) < journalHeaderSize || string(data[:len(journalMagic)]) != journalMagic || !bytes.Equal(data[len(journalMagic):journalHeaderSize], id) {
+	if !bytes.HasPrefix(data, journalHeader(id)) {
 		return nil, nil
 	}
 	data = data[journalHeaderSize:]
@@ -376,7 +374,7 @@ func openJournalFiles(path string, id []byte) ([2]*journalFile, error) {
 			closeJournalFiles(out)
 			return out, fmt.Errorf("chain: open journal: %w", err)
 		}
-		j := &journalFile{f: f, header: append([]byte(journalMagic), id...)}
+		j := &journalFile{f: f, header: journalHeader(id)}
 		out[i] = j
 		if err := j.init(); err != nil {
 			closeJournalFiles(out)
@@ -427,9 +425,8 @@ func (j *journalFile) init() error {
 // reset starts writing at the first record again, once every record of
 // the file is applied. Nothing is written: the next records overwrite the
 // old ones, and a replay skips old ones by their numbers.
-func (j *journalFile) reset() error {
+func (j *journalFile) reset() {
 	j.size = int64(len(j.header))
-	return nil
 }
 
 // append writes buf after the last record and syncs the data. When buf

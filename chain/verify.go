@@ -106,16 +106,11 @@ func (c *Chain) Verify(opts VerifyOptions) *VerifyError {
 	var head Head
 	err := c.db.View(func(tx *bolt.Tx) error {
 		var err error
-		head, err = readHead(c.bucket(tx, bucketMeta))
+		head, _, err = c.recorded(c.bucket(tx, bucketMeta))
 		return err
 	})
 	if err != nil {
 		return v.fail("%v", err)
-	}
-	if p := c.commits.snapshot(c.root); p != nil && p.head != nil {
-		if err := decMode.Unmarshal(p.head.val, &head); err != nil {
-			return v.fail("damaged head in the journal: %v", err)
-		}
 	}
 	err = c.forEachEntry(0, func(ks uint64, raw []byte) (bool, error) {
 		if ks != v.next {

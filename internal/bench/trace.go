@@ -67,8 +67,8 @@ func (t *tracer) add(ev negotiate.TraceEvent, role string) {
 func (t *tracer) timeline() ([]TimelineStep, int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	type run struct{ offsets []float64 }
-	paths := map[string][]run{}
+	paths := map[string][][]float64{} // path -> each session's offsets, µs
+
 	shapes := map[string][]tracedEvent{}
 	for session, begin := range t.begin {
 		evs := slices.Clone(t.events[session])
@@ -77,13 +77,13 @@ func (t *tracer) timeline() ([]TimelineStep, int) {
 		}
 		sort.SliceStable(evs, func(i, j int) bool { return evs[i].at.Before(evs[j].at) })
 		var key strings.Builder
-		r := run{offsets: make([]float64, len(evs))}
+		offsets := make([]float64, len(evs))
 		for i, e := range evs {
 			fmt.Fprintf(&key, "%s/%s/%s;", e.role, e.point, e.typ)
-			r.offsets[i] = float64(e.at.Sub(begin).Nanoseconds()) / 1e3
+			offsets[i] = float64(e.at.Sub(begin).Nanoseconds()) / 1e3
 		}
 		k := key.String()
-		paths[k] = append(paths[k], r)
+		paths[k] = append(paths[k], offsets)
 		shapes[k] = evs
 	}
 	best := ""
@@ -101,7 +101,7 @@ func (t *tracer) timeline() ([]TimelineStep, int) {
 	for i, e := range shapes[best] {
 		col := make([]float64, len(runs))
 		for j, r := range runs {
-			col[j] = r.offsets[i]
+			col[j] = r[i]
 		}
 		sort.Float64s(col)
 		at := round3(col[len(col)/2])
