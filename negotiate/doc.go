@@ -1,28 +1,36 @@
-// Package negotiate is the negotiation engine and the node that runs it.
+// Package negotiate is what an application imports to negotiate and
+// countersign transactions with other agents, peer to peer.
 //
-// The engine (core*.go) is a pure state machine: Step takes an input (a
-// message received, a timer fired, an application decision, a write made
-// durable) and returns what the caller must do, persist before send. It
-// never touches a clock, the network or the disk, so the same engine runs
-// under the real driver and under the deterministic simulator.
+// StartNode runs one agent: its key, its source chain (package chain), a
+// libp2p host that finds other agents by agent ID in a Kademlia DHT, and
+// the engine that carries sessions from proposal to a countersigned
+// record on every party's chain, or to none. The application then
 //
-// The transport layer (host.go, discovery.go, direct.go, inbox.go,
-// limits.go) is one libp2p host per node: TCP and QUIC, Noise and TLS,
-// yamux, and the libp2p resource manager with explicit limits. Agents find
-// each other by agent ID through a Kademlia DHT of their own (protocol
-// prefix /negotiate) in which every node publishes its agent record
-// (/negotiate-agent/<agent-id>, signed by the agent key, newest sequence
-// number wins), bootstrapping from multiaddrs and, on a LAN, mDNS. The
-// libp2p identity (peer key) is a separate transport key; the agent
-// record binds the two, and a frame is accepted only from the peer its
-// sender's record names.
+//   - proposes: Node.Propose with the other parties' agent IDs and the
+//     terms as a Go map or struct, and Pending.Wait for the Outcome;
+//   - decides what others propose: a Policy in NodeConfig (PolicyFunc,
+//     AcceptAll, or a rule file from package negotiate/policy), or by
+//     hand with Node.Accept, Reject, Counter and Abort on the sessions
+//     NodeConfig.OnEvent or Node.Sessions report;
+//   - checks before signing: NodeConfig.SignCheck sees the exact agreement
+//     this agent is about to sign and may refuse it;
+//   - keeps receipts: a committed Outcome carries the countersigned record,
+//     which VerifyReceipt checks with no network, and VerifyChain checks a
+//     counterpart's whole chain.
 //
-// Session frames travel one-way on /negotiate/1.0.0 (Host.Send,
-// Host.SetSessionHandler); direct off-the-record messages are request and
-// answer on /negotiate/msg/1.0.0 (Host.Request, Host.SetDirectHandler,
-// Host.Inbox). Every inbound frame is size-limited, verified, checked
-// against replay and rate-limited per peer before anything else sees it.
+// What is durable when: a node signs only after its chain lock and signed
+// vote are on disk, and appends the record and releases the lock in one
+// transaction. Once it signed, only a commit or an abort certificate ends
+// the session, never a timer; a node restarted on the same chain resumes
+// every open session. Node.Close is a clean stop at any moment.
 //
-// This package must never trust a byte from the network before it is
-// verified, never block the engine on I/O, and never panic on input.
+// The parts live in their own packages for those who need them:
+// negotiate/engine (the pure state machine: no clock, network or disk),
+// negotiate/transport (the libp2p host, DHT agent records, direct
+// messages, per-peer limits; NodeConfig.Host.Libp2p hands it a host the
+// application already runs) and negotiate/policy (declarative rules).
+// docs/embedding.md is the guide.
+//
+// This package must never block the engine on I/O, never send a message
+// before the write it depends on is durable, and never panic on input.
 package negotiate

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -30,7 +32,7 @@ func ExampleNode_Propose_offer() {
 			return nil, err
 		}
 		return negotiate.StartNode(ctx, negotiate.NodeConfig{
-			Key: key, Chain: ch, Policy: policy, Host: negotiate.HostConfig{Bootstrap: bootstrap},
+			Key: key, Chain: ch, Policy: policy, Host: transport.Config{Bootstrap: bootstrap},
 		})
 	}
 	alice, err := start("alice", nil, nil)

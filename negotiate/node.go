@@ -10,9 +10,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
 )
@@ -44,7 +45,7 @@ type NodeConfig struct {
 	Key   *sign.PrivateKey
 	Chain *chain.Chain
 	// Host configures the libp2p host (its Key is set from Key).
-	Host HostConfig
+	Host transport.Config
 	// Policy decides incoming proposals and counters; nil leaves every
 	// decision to the application (Decide) and the inbox.
 	Policy Policy
@@ -67,56 +68,13 @@ type NodeConfig struct {
 	Logger *slog.Logger
 	// OnEvent, when set, is called (without locks held) for every engine event.
 	OnEvent func(Event)
-	// Trace, when set, is called at each TracePoint of a session's handling
-	// (`negotiate bench --trace` builds a session's timeline from it). It
-	// may be called with the node's lock held and from several goroutines:
-	// it must be quick and must not call the node.
-	Trace func(TraceEvent)
-	// CrashHook, when set, is called at the named crash points (see
-	// CrashPoints and CrashAfterAccept) with the session concerned;
-	// fault-injection tests make it kill the process there.
-	// Returning true crashes the node in place instead: from that instant
-	// it runs no step, writes nothing, queues nothing and emits no event
-	// (frames already queued still leave, as bytes already written to a
-	// socket would); its calls fail with ErrNodeStopped. The caller then
-	// closes the node and may start a new one on the same chain file, which
-	// resumes the open sessions from their checkpoints. The hook may be
-	// called with the node's lock held: it must not call the node.
-	CrashHook func(point, session string) bool
-	// Outbound, when set, is given every message the engine sends, before
-	// it is sealed, and returns what to send instead: nil drops it, more
-	// than one duplicates or rewrites it. An Outgoing with Frame set is
-	// sent as that frame. Fault-injection tests only (loss, partitions,
-	// byzantine behaviour); nil sends every message unchanged.
-	Outbound func(o Outgoing) []Outgoing
-	// Inbound, when set, is asked about every session message that passed
-	// the host's checks (signature, recipient, expiry, replay) before the
-	// engine sees it; false drops it. Fault-injection tests only
-	// (partitions); nil delivers everything.
-	Inbound func(from sign.AgentID, typ string) bool
 }
-
-// Crash points: where fault-injection tests kill a node (NodeConfig.CrashHook).
-const (
-	CrashNegotiating    = "negotiating"       // a proposal was sent or received
-	CrashAfterVote      = "after-vote"        // lock and signed vote are durable; nothing sent yet
-	CrashAfterReadySent = "after-ready-sent"  // this party's signature was delivered to a peer
-	CrashAfterCert      = "after-certificate" // the commit certificate is here; the append is not done
-	CrashAfterAppend    = "after-append"      // the record is appended and the lock released
-	// CrashAfterAccept: a participant's accept was queued, or the initiator
-	// took one in. In-process fault injection only (the scenario runner);
-	// not in CrashPoints, which the process-level kill tests cover.
-	CrashAfterAccept = "after-accept"
-)
-
-// CrashPoints lists every crash point.
-var CrashPoints = []string{CrashNegotiating, CrashAfterVote, CrashAfterReadySent, CrashAfterCert, CrashAfterAppend}
 
 // crash calls the crash hook at point. If the hook says so, the node
 // stops there and crash reports true; the caller must do nothing more.
 // n.mu must be held iff locked.
 func (n *Node) crash(point, session string, locked bool) bool {
-	if n.cfg.CrashHook == nil || !n.cfg.CrashHook(point, session) {
+	if n.hooks.Crash == nil || !n.hooks.Crash(point, session) {
 		return false
 	}
 	if !locked {
@@ -137,12 +95,13 @@ func (n *Node) crash(point, session string, locked bool) bool {
 // wall clock: the driver of the pure core. It is safe for concurrent use.
 type Node struct {
 	cfg   NodeConfig
-	host  *Host
+	hooks *hooks.Hooks // test-only doors (internal/hooks); never nil
+	host  *transport.Host
 	chain *chain.Chain
 	log   *slog.Logger
 
 	mu      sync.Mutex // guards eng and everything below; held across durable writes
-	eng     *Engine
+	eng     *engine.Engine
 	stopped error
 	waiters map[string][]chan *Outcome
 	timers  map[string]*time.Timer
@@ -176,7 +135,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		checkpoint = cfg.Chain.Checkpoint
 	}
 	lock, _ := cfg.Chain.Lock()
-	eng, err := NewEngine(CoreConfig{
+	eng, err := engine.NewEngine(engine.CoreConfig{
 		Key: cfg.Key, Head: cfg.Chain.Head(), Lock: lock, Checkpoints: cps, SignCheck: cfg.SignCheck,
 		Checkpoint: checkpoint, EndedRetentionMillis: keep.Milliseconds(),
 		ResolveInitialMillis: cfg.ResolveInitial.Milliseconds(), ResolveMaxMillis: cfg.ResolveMax.Milliseconds(),
@@ -189,23 +148,28 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if hc.Logger == nil {
 		hc.Logger = log
 	}
-	h, err := NewHost(ctx, hc)
+	h, err := transport.New(ctx, hc)
 	if err != nil {
 		return nil, err
 	}
 	nctx, cancel := context.WithCancel(context.Background())
+	hk := hooks.From(ctx)
+	if hk == nil {
+		hk = &hooks.Hooks{}
+	}
 	n := &Node{
-		cfg: cfg, host: h, chain: cfg.Chain, log: log, eng: eng,
+		cfg: cfg, hooks: hk, host: h, chain: cfg.Chain, log: log, eng: eng,
 		waiters: map[string][]chan *Outcome{}, timers: map[string]*time.Timer{},
 		queues: map[sign.AgentID]chan queuedFrame{}, ctx: nctx, cancel: cancel,
 	}
+	hk.Inject = n.inject
 	h.SetSessionHandler(n.onEnvelope)
-	n.step(Input{Resume: true})
+	n.step(engine.Input{Resume: true})
 	return n, nil
 }
 
 // Host is the node's libp2p host (direct messages, discovery, peers).
-func (n *Node) Host() *Host { return n.host }
+func (n *Node) Host() *transport.Host { return n.host }
 
 // Chain is the node's source chain.
 func (n *Node) Chain() *chain.Chain { return n.chain }
@@ -234,7 +198,7 @@ func (n *Node) now() int64 { return time.Now().UnixMilli() }
 
 // step feeds the engine one input and carries out its output: durable
 // writes first, then sends, timers and events.
-func (n *Node) step(in Input) error {
+func (n *Node) step(in engine.Input) error {
 	n.mu.Lock()
 	if n.stopped != nil {
 		n.mu.Unlock()
@@ -242,21 +206,21 @@ func (n *Node) step(in Input) error {
 	}
 	in.Now = n.now()
 	session := in.Session()
-	n.trace(TraceStep, session, "")
+	n.trace(hooks.TraceStep, session, "")
 	out := n.eng.Step(in)
-	n.trace(TraceStepped, session, "")
+	n.trace(hooks.TraceStepped, session, "")
 	for _, o := range out.SendFirst {
 		n.enqueue(o, in.Now)
 	}
 	if len(out.SendFirst) > 0 {
-		n.trace(TraceQueued, session, "")
+		n.trace(hooks.TraceQueued, session, "")
 	}
 	for _, w := range out.Persist {
-		if w.Append != nil && n.crash(CrashAfterCert, w.Session, true) {
+		if w.Append != nil && n.crash(hooks.CrashAfterCert, w.Session, true) {
 			n.mu.Unlock()
 			return n.stopped
 		}
-		n.trace(TraceWrite, w.Session, "")
+		n.trace(hooks.TraceWrite, w.Session, "")
 		if err := n.chain.Apply(w); err != nil {
 			// The engine's memory is ahead of the disk: stop, never send.
 			n.stopped = fmt.Errorf("%w: durable write failed: %v (restart the node to resume from the last checkpoint)", ErrNodeStopped, err)
@@ -264,8 +228,8 @@ func (n *Node) step(in Input) error {
 			n.mu.Unlock()
 			return n.stopped
 		}
-		n.trace(TraceWritten, w.Session, "")
-		if (w.AcquireLock != nil && n.crash(CrashAfterVote, w.Session, true)) || (w.Append != nil && n.crash(CrashAfterAppend, w.Session, true)) {
+		n.trace(hooks.TraceWritten, w.Session, "")
+		if (w.AcquireLock != nil && n.crash(hooks.CrashAfterVote, w.Session, true)) || (w.Append != nil && n.crash(hooks.CrashAfterAppend, w.Session, true)) {
 			n.mu.Unlock()
 			return n.stopped
 		}
@@ -278,12 +242,12 @@ func (n *Node) step(in Input) error {
 		}
 	}
 	if len(out.Send) > 0 {
-		n.trace(TraceQueued, session, "")
+		n.trace(hooks.TraceQueued, session, "")
 	}
 	for _, t := range out.Timers {
 		n.armTimer(t, in.Now)
 	}
-	if accepted && n.cfg.CrashHook != nil && n.crash(CrashAfterAccept, in.Session(), true) {
+	if accepted && n.hooks.Crash != nil && n.crash(hooks.CrashAfterAccept, in.Session(), true) {
 		n.mu.Unlock()
 		return n.stopped
 	}
@@ -298,14 +262,14 @@ func (n *Node) step(in Input) error {
 			ch <- o
 		}
 		delete(n.waiters, o.Session)
-		if t := n.timers[o.Session+"/"+string(TimerDeadline)]; t != nil {
+		if t := n.timers[o.Session+"/"+string(engine.TimerDeadline)]; t != nil {
 			t.Stop()
-			delete(n.timers, o.Session+"/"+string(TimerDeadline))
+			delete(n.timers, o.Session+"/"+string(engine.TimerDeadline))
 		}
 	}
 	n.mu.Unlock()
 	for _, ev := range out.Events {
-		if ev.Kind == EvProposal && n.crash(CrashNegotiating, ev.Session, false) {
+		if ev.Kind == EvProposal && n.crash(hooks.CrashNegotiating, ev.Session, false) {
 			return ErrNodeStopped
 		}
 		n.log.Debug("session event", "session", ev.Session, "kind", ev.Kind, "phase", ev.Phase, "round", ev.Round, "reason", ev.Reason)
@@ -340,9 +304,9 @@ func (n *Node) applyPolicy(ev Event) {
 	}
 	d.Session = ev.Session
 	if p.Offer {
-		d = ForOffer(d)
+		d = engine.ForOffer(d)
 	}
-	if err := n.step(Input{Decision: &d}); err != nil {
+	if err := n.step(engine.Input{Decision: &d}); err != nil {
 		n.log.Warn("policy decision refused", "session", ev.Session, "action", d.Action, "err", err)
 	}
 }
@@ -360,7 +324,7 @@ func proposalFromEvent(ev Event, info SessionInfo) (Proposal, error) {
 }
 
 // armTimer schedules a timer; a newer timer of the same kind replaces it.
-func (n *Node) armTimer(t Timer, now int64) {
+func (n *Node) armTimer(t engine.Timer, now int64) {
 	key := t.Session + "/" + string(t.Kind)
 	if old := n.timers[key]; old != nil {
 		old.Stop()
@@ -376,27 +340,26 @@ func (n *Node) armTimer(t Timer, now int64) {
 			delete(n.timers, key)
 		}
 		n.mu.Unlock()
-		_ = n.step(Input{Timer: &tt})
+		_ = n.step(engine.Input{Timer: &tt})
 	})
 }
 
 // enqueue passes a message through the Outbound hook, seals it and hands
 // it to the peer's sender goroutine.
-func (n *Node) enqueue(o Outgoing, now int64) {
-	if n.cfg.Outbound == nil {
+func (n *Node) enqueue(o engine.Outgoing, now int64) {
+	if n.hooks.Outbound == nil {
 		n.enqueueOne(o, now)
 		return
 	}
-	for _, oo := range n.cfg.Outbound(o) {
+	for _, oo := range n.hooks.Outbound(o) {
 		n.enqueueOne(oo, now)
 	}
 }
 
-// Inject seals o (unless it carries a Frame) and queues it for its
-// recipient, bypassing the Outbound hook: fault-injection tests use it to
-// deliver a delayed message or replay a captured frame. It fails with
-// ErrNodeStopped after the node stopped.
-func (n *Node) Inject(o Outgoing) error {
+// inject is hooks.Hooks.Inject: it seals o (unless it carries a Frame)
+// and queues it for its recipient, bypassing the Outbound hook. It fails
+// with ErrNodeStopped after the node stopped.
+func (n *Node) inject(o engine.Outgoing) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.stopped != nil {
@@ -407,7 +370,7 @@ func (n *Node) Inject(o Outgoing) error {
 }
 
 // enqueueOne seals a message and hands it to the peer's sender goroutine.
-func (n *Node) enqueueOne(o Outgoing, now int64) {
+func (n *Node) enqueueOne(o engine.Outgoing, now int64) {
 	frame := o.Frame
 	if frame == nil {
 		body, err := protocol.EncodeBody(o.Body)
@@ -456,11 +419,11 @@ func (n *Node) sender(to sign.AgentID, q chan queuedFrame) {
 			err := n.host.Send(ctx, to, frame)
 			cancel()
 			if err == nil {
-				n.trace(TraceSent, qf.session, qf.typ)
+				n.trace(hooks.TraceSent, qf.session, qf.typ)
 			}
-			if err == nil && n.cfg.CrashHook != nil {
+			if err == nil && n.hooks.Crash != nil {
 				if env, oerr := protocol.OpenCertificate(frame); oerr == nil && env.Msg.Type == protocol.TypeReady {
-					n.crash(CrashAfterReadySent, env.Msg.Session, false)
+					n.crash(hooks.CrashAfterReadySent, env.Msg.Session, false)
 				}
 			}
 			if err != nil && n.ctx.Err() == nil {
@@ -476,18 +439,18 @@ func (n *Node) reportUnreachable(to sign.AgentID, frame []byte, err error) {
 	if oerr != nil || env.Msg.Session == "" {
 		return
 	}
-	_ = n.step(Input{Unreachable: &Unreachable{Session: env.Msg.Session, Agent: to, Reason: err.Error()}})
+	_ = n.step(engine.Input{Unreachable: &engine.Unreachable{Session: env.Msg.Session, Agent: to, Reason: err.Error()}})
 }
 
 func (n *Node) onEnvelope(env *protocol.Envelope) {
 	if env.Msg.Session == "" {
 		return
 	}
-	if n.cfg.Inbound != nil && !n.cfg.Inbound(env.Msg.From, env.Msg.Type) {
+	if n.hooks.Inbound != nil && !n.hooks.Inbound(env.Msg.From, env.Msg.Type) {
 		return
 	}
-	n.trace(TraceReceived, env.Msg.Session, env.Msg.Type)
-	err := n.step(Input{Message: &Received{
+	n.trace(hooks.TraceReceived, env.Msg.Session, env.Msg.Type)
+	err := n.step(engine.Input{Message: &engine.Received{
 		From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
 	}})
 	if err != nil && !errors.Is(err, ErrNodeStopped) {
@@ -527,10 +490,16 @@ func (p *Pending) ID() string { return p.id }
 func (p *Pending) Wait(ctx context.Context) (*Outcome, error) { return p.n.Wait(ctx, p.id) }
 
 // Propose resolves the parties by agent ID (in parallel), then starts a
-// session as initiator. The terms are a CBOR map (see protocol.EncodeTerms).
-func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawMessage, opts ProposeOptions) (*Pending, error) {
+// session as initiator and returns at once; Pending.Wait waits for the
+// outcome. terms is a Go map or struct, encoded as EncodeTerms says (a
+// cbor.RawMessage is sent as it is).
+func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms any, opts ProposeOptions) (*Pending, error) {
 	if len(with) == 0 {
 		return nil, errors.New("negotiate: propose: name at least one other agent")
+	}
+	raw, err := EncodeTerms(terms)
+	if err != nil {
+		return nil, fmt.Errorf("negotiate: propose: %w", err)
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultProposeTimeout
@@ -551,7 +520,7 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawM
 			defer wg.Done()
 			info, err := n.host.Resolve(rctx, id)
 			if err != nil {
-				errs[i] = fmt.Errorf("%w: agent %s: %v", ErrUnreachable, id, err)
+				errs[i] = fmt.Errorf("%w: agent %s: %v", transport.ErrUnreachable, id, err)
 				return
 			}
 			parties[i+1] = protocol.Party{ID: info.AgentID, Scheme: info.Scheme, Key: info.PublicKey}
@@ -565,7 +534,7 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawM
 			defer wg.Done()
 			info, err := n.host.Resolve(rctx, opts.Witness)
 			if err != nil {
-				werr = fmt.Errorf("%w: witness %s: %v", ErrUnreachable, opts.Witness, err)
+				werr = fmt.Errorf("%w: witness %s: %v", transport.ErrUnreachable, opts.Witness, err)
 				return
 			}
 			witness = &protocol.Party{ID: info.AgentID, Scheme: info.Scheme, Key: info.PublicKey}
@@ -577,8 +546,8 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms cbor.RawM
 	}
 	id := protocol.NewSessionID()
 	deadline := start.Add(opts.Timeout).UnixMilli()
-	defer n.crash(CrashNegotiating, id, false)
-	if err := n.step(Input{Start: &Start{Session: id, Parties: parties, Terms: terms, Deadline: deadline, MaxRounds: opts.MaxRounds, Witness: witness, Offer: opts.Offer}}); err != nil {
+	defer n.crash(hooks.CrashNegotiating, id, false)
+	if err := n.step(engine.Input{Start: &engine.Start{Session: id, Parties: parties, Terms: raw, Deadline: deadline, MaxRounds: opts.MaxRounds, Witness: witness, Offer: opts.Offer}}); err != nil {
 		return nil, err
 	}
 	return &Pending{n: n, id: id}, nil
@@ -604,7 +573,7 @@ func (n *Node) Wait(ctx context.Context, id string) (*Outcome, error) {
 }
 
 // Decide gives the application's decision on a pending proposal or counter.
-func (n *Node) Decide(d Decision) error { return n.step(Input{Decision: &d}) }
+func (n *Node) Decide(d Decision) error { return n.step(engine.Input{Decision: &d}) }
 
 // Accept accepts the pending round of a session.
 func (n *Node) Accept(id string) error { return n.Decide(Decision{Session: id, Action: ActAccept}) }
@@ -615,8 +584,13 @@ func (n *Node) Reject(id, reason string) error {
 }
 
 // Counter answers with other terms.
-func (n *Node) Counter(id string, terms cbor.RawMessage) error {
-	return n.Decide(Decision{Session: id, Action: ActCounter, Terms: terms})
+// terms is a Go map or struct, encoded as EncodeTerms says.
+func (n *Node) Counter(id string, terms any) error {
+	raw, err := EncodeTerms(terms)
+	if err != nil {
+		return fmt.Errorf("negotiate: counter %s: %w", id, err)
+	}
+	return n.Decide(Decision{Session: id, Action: ActCounter, Terms: raw})
 }
 
 // Abort aborts a session where that is still safe (before this agent
@@ -643,7 +617,7 @@ func (n *Node) Sessions(all bool) []SessionInfo {
 		if listed[id] {
 			return nil
 		}
-		info, tombstone, err := n.eng.checkpointInfo(id, bytes.Clone(cp))
+		info, tombstone, err := n.eng.CheckpointInfo(id, bytes.Clone(cp))
 		if err != nil {
 			n.log.Warn("list sessions: bad checkpoint", "session", id, "err", err)
 		} else if !tombstone {
@@ -675,12 +649,12 @@ func (n *Node) Receipt(id string) ([]byte, chain.Hash, error) {
 // startupCheckpoints reads the checkpoints a starting node hands to its
 // engine: open sessions and those that ended less than keep ago (all of
 // them if keep < 0). The others stay on disk until something names them
-// (Engine.load), so a restart after a long run does not load every
+// (engine.Engine.load), so a restart after a long run does not load every
 // session ever made.
 func startupCheckpoints(ch *chain.Chain, now int64, keep time.Duration) (map[string][]byte, error) {
 	cps := map[string][]byte{}
 	err := ch.ForEachCheckpoint(func(session string, cp []byte) error {
-		if keep < 0 || !checkpointDroppable(cp, now, keep.Milliseconds()) {
+		if keep < 0 || !engine.CheckpointDroppable(cp, now, keep.Milliseconds()) {
 			cps[session] = append([]byte(nil), cp...)
 		}
 		return nil
@@ -697,4 +671,11 @@ func (cfg *NodeConfig) endedRetention() time.Duration {
 		return DefaultEndedRetention
 	}
 	return cfg.EndedRetention
+}
+
+// trace reports a moment to the Trace hook, if set.
+func (n *Node) trace(p hooks.TracePoint, session, typ string) {
+	if n.hooks.Trace != nil && session != "" {
+		n.hooks.Trace(hooks.TraceEvent{At: time.Now(), Session: session, Point: p, Type: typ})
+	}
 }

@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
@@ -18,9 +21,9 @@ import (
 
 // Signed offers over real nodes: libp2p on loopback, bbolt chain files.
 // Each node records, per session, the durable writes it made that take a
-// lock or append (seen through NodeConfig.CrashHook, which the node calls
+// lock or append (seen through the Crash hook, which the node calls
 // after such writes, and never crashes here) and the frames its engine sent
-// (NodeConfig.Outbound, which passes each one on unchanged).
+// (the Outbound hook, which passes each one on unchanged).
 
 // offerResolveInitial is the resolve timer of the nodes of these tests:
 // longer than a session on loopback takes, so the frame counts are those of
@@ -30,9 +33,9 @@ const offerResolveInitial = 5 * time.Second
 type offerAgent struct {
 	nodeTestAgent
 	mu     sync.Mutex
-	points map[string][]string       // session → crash points passed
-	sent   map[string]map[string]int // session → frame type → count
-	traced map[string][]TraceEvent   // session → trace events (NodeConfig.Trace)
+	points map[string][]string           // session → crash points passed
+	sent   map[string]map[string]int     // session → frame type → count
+	traced map[string][]hooks.TraceEvent // session → trace events (NodeConfig.Trace)
 }
 
 // offerNetwork starts n nodes on fresh chains; the first with initPolicy,
@@ -50,7 +53,7 @@ func offerNetwork(t *testing.T, n int, initPolicy, policy Policy) []*offerAgent 
 			t.Fatal(err)
 		}
 		a := &offerAgent{nodeTestAgent: nodeTestAgent{name: name, key: key, ch: ch, path: path},
-			points: map[string][]string{}, sent: map[string]map[string]int{}, traced: map[string][]TraceEvent{}}
+			points: map[string][]string{}, sent: map[string]map[string]int{}, traced: map[string][]hooks.TraceEvent{}}
 		p := policy
 		if i == 0 {
 			p = initPolicy
@@ -76,20 +79,20 @@ func offerNetwork(t *testing.T, n int, initPolicy, policy Policy) []*offerAgent 
 // nodeTestAgent.startNode, with this file's resolve timer and observers.
 func (a *offerAgent) start(t *testing.T, policy Policy, boot *offerAgent) {
 	t.Helper()
-	a.configure = func(cfg *NodeConfig) {
+	a.configure = func(cfg *NodeConfig, hk *hooks.Hooks) {
 		cfg.ResolveInitial, cfg.ResolveMax = offerResolveInitial, 2*offerResolveInitial
-		cfg.CrashHook = func(point, session string) bool {
+		hk.Crash = func(point, session string) bool {
 			a.mu.Lock()
 			a.points[session] = append(a.points[session], point)
 			a.mu.Unlock()
 			return false
 		}
-		cfg.Trace = func(ev TraceEvent) {
+		hk.Trace = func(ev hooks.TraceEvent) {
 			a.mu.Lock()
 			a.traced[ev.Session] = append(a.traced[ev.Session], ev)
 			a.mu.Unlock()
 		}
-		cfg.Outbound = func(o Outgoing) []Outgoing {
+		hk.Outbound = func(o engine.Outgoing) []engine.Outgoing {
 			a.mu.Lock()
 			if a.sent[o.Session] == nil {
 				a.sent[o.Session] = map[string]int{}
@@ -102,7 +105,7 @@ func (a *offerAgent) start(t *testing.T, policy Policy, boot *offerAgent) {
 			}
 			a.sent[o.Session][typ]++
 			a.mu.Unlock()
-			return []Outgoing{o}
+			return []engine.Outgoing{o}
 		}
 	}
 	var bootAgent *nodeTestAgent
@@ -212,8 +215,8 @@ func TestNodeOfferCommits(t *testing.T) {
 			nodeTestCheck(t, plain(agents), id, StateCommitted)
 
 			o := waitOutcome(t, init, id)
-			rec, err := DecodeRecord(o.Receipt)
-			if err != nil || VerifyRecord(rec) != nil || len(rec.Signatures) != size || o.Round != 1 || rec.Agreement.Witness != nil {
+			rec, err := engine.DecodeRecord(o.Receipt)
+			if err != nil || engine.VerifyRecord(rec) != nil || len(rec.Signatures) != size || o.Round != 1 || rec.Agreement.Witness != nil {
 				t.Fatalf("receipt: %v; %d signatures, round %d; want %d valid signatures in round 1, no witness", err, len(rec.Signatures), o.Round, size)
 			}
 			for _, a := range agents {
@@ -224,11 +227,11 @@ func TestNodeOfferCommits(t *testing.T) {
 				if a.ch.Head().Seq != 1 {
 					t.Fatalf("%s: head seq %d, want 1 (genesis + the record)", a.name, a.ch.Head().Seq)
 				}
-				if n := a.passed(id, CrashAfterAppend); n != 1 {
+				if n := a.passed(id, hooks.CrashAfterAppend); n != 1 {
 					t.Fatalf("%s: %d appends, want 1", a.name, n)
 				}
 			}
-			if n := init.passed(id, CrashAfterVote); n != 1 {
+			if n := init.passed(id, hooks.CrashAfterVote); n != 1 {
 				t.Fatalf("initiator: %d lock+vote writes, want 1", n)
 			}
 			wantInit := map[string]int{protocol.TypeOffer: size - 1}
@@ -249,7 +252,7 @@ func TestNodeOfferCommits(t *testing.T) {
 				if size > 2 {
 					wantLocks = 1
 				}
-				if n := b.passed(id, CrashAfterVote); n != wantLocks {
+				if n := b.passed(id, hooks.CrashAfterVote); n != wantLocks {
 					t.Fatalf("%s: %d lock+vote writes, want %d (a 2-party participant signs and appends in one write)", b.name, n, wantLocks)
 				}
 			}
@@ -280,11 +283,11 @@ func TestNodeOfferPolicyCounterBecomesReject(t *testing.T) {
 		if !errors.Is(o.Err(), ErrRejected) || !strings.Contains(o.Reason, "counter") || len(o.AbortCertificate) == 0 {
 			t.Fatalf("%s: outcome %v (cert %d bytes), want rejected because the policy would counter, with a certificate", x.name, o.Err(), len(o.AbortCertificate))
 		}
-		if x.ch.Head().Seq != 0 || x.passed(id, CrashAfterAppend) != 0 {
+		if x.ch.Head().Seq != 0 || x.passed(id, hooks.CrashAfterAppend) != 0 {
 			t.Fatalf("%s: something was appended (head %d)", x.name, x.ch.Head().Seq)
 		}
 	}
-	if a.passed(id, CrashAfterVote) != 1 {
+	if a.passed(id, hooks.CrashAfterVote) != 1 {
 		t.Fatal("the initiator did not lock and vote before its offer left")
 	}
 	if got := b.frames(id); fmt.Sprint(got) != fmt.Sprint(map[string]int{protocol.TypeRefuse: 1}) {
@@ -299,7 +302,7 @@ func TestNodeOfferManualParticipant(t *testing.T) {
 	a, b := agents[0], agents[1]
 	id := offerFrom(t, a, agents[1:], 20*time.Second, map[string]any{"item": "chair", "price": 70})
 	info := pendingOffer(t, b, id)
-	if !info.Offer || info.Role != RoleParticipant || info.Initiator != a.key.AgentID() || info.Round != 1 {
+	if !info.Offer || info.Role != engine.RoleParticipant || info.Initiator != a.key.AgentID() || info.Round != 1 {
 		t.Fatalf("participant sees %+v, want a pending offer from %s in round 1", info, a.name)
 	}
 	if lockedBy(a) != id {
@@ -323,7 +326,7 @@ func TestNodeOfferManualParticipant(t *testing.T) {
 		t.Fatalf("accept: %v", err)
 	}
 	nodeTestCheck(t, plain(agents), id, StateCommitted)
-	if b.passed(id, CrashAfterVote) != 0 {
+	if b.passed(id, hooks.CrashAfterVote) != 0 {
 		t.Fatal("the participant took its chain lock; want sign and append in one write")
 	}
 	if err := b.node.Accept(id); err == nil {
@@ -433,7 +436,7 @@ func TestNodeOfferUndecidedRefusesAtDeadline(t *testing.T) {
 		t.Fatalf("the initiator was freed after %v for a %v deadline", el, timeout)
 	}
 	nodeTestCheck(t, plain(agents), id, StateAborted)
-	if a.ch.Head().Seq != 0 || b.ch.Head().Seq != 0 || b.passed(id, CrashAfterVote) != 0 {
+	if a.ch.Head().Seq != 0 || b.ch.Head().Seq != 0 || b.passed(id, hooks.CrashAfterVote) != 0 {
 		t.Fatal("something was appended or the participant locked")
 	}
 	if err := b.node.Accept(id); err == nil {
@@ -513,7 +516,7 @@ func TestNodeTraceOfAnOffer(t *testing.T) {
 	waitOutcome(t, part, id)
 	// at returns when a passed point p (with message type typ) for the
 	// n-th time (0-based), and fails the test if it did not.
-	at := func(a *offerAgent, p TracePoint, typ string, n int) time.Time {
+	at := func(a *offerAgent, p hooks.TracePoint, typ string, n int) time.Time {
 		t.Helper()
 		a.mu.Lock()
 		defer a.mu.Unlock()
@@ -534,20 +537,20 @@ func TestNodeTraceOfAnOffer(t *testing.T) {
 			t.Errorf("%s: %v is not before %v", what, x, y)
 		}
 	}
-	before("initiator: vote durable before the offer is queued", at(init, TraceWritten, "", 0), at(init, TraceQueued, "", 0))
-	before("initiator: offer queued before it is sent", at(init, TraceQueued, "", 0), at(init, TraceSent, protocol.TypeOffer, 0))
-	before("participant: offer received before its write", at(part, TraceReceived, protocol.TypeOffer, 0), at(part, TraceWrite, "", 0))
-	before("participant: sign-and-append durable before the Ready is queued", at(part, TraceWritten, "", 0), at(part, TraceQueued, "", 0))
-	before("participant: Ready queued before it is sent", at(part, TraceQueued, "", 0), at(part, TraceSent, protocol.TypeReady, 0))
-	before("initiator: Ready received before the append", at(init, TraceReceived, protocol.TypeReady, 0), at(init, TraceWrite, "", 1))
+	before("initiator: vote durable before the offer is queued", at(init, hooks.TraceWritten, "", 0), at(init, hooks.TraceQueued, "", 0))
+	before("initiator: offer queued before it is sent", at(init, hooks.TraceQueued, "", 0), at(init, hooks.TraceSent, protocol.TypeOffer, 0))
+	before("participant: offer received before its write", at(part, hooks.TraceReceived, protocol.TypeOffer, 0), at(part, hooks.TraceWrite, "", 0))
+	before("participant: sign-and-append durable before the Ready is queued", at(part, hooks.TraceWritten, "", 0), at(part, hooks.TraceQueued, "", 0))
+	before("participant: Ready queued before it is sent", at(part, hooks.TraceQueued, "", 0), at(part, hooks.TraceSent, protocol.TypeReady, 0))
+	before("initiator: Ready received before the append", at(init, hooks.TraceReceived, protocol.TypeReady, 0), at(init, hooks.TraceWrite, "", 1))
 	for _, a := range []*offerAgent{init, part} {
 		a.mu.Lock()
 		writes, written := 0, 0
 		for _, ev := range a.traced[id] {
 			switch ev.Point {
-			case TraceWrite:
+			case hooks.TraceWrite:
 				writes++
-			case TraceWritten:
+			case hooks.TraceWritten:
 				written++
 			}
 		}

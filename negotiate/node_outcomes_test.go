@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
@@ -81,18 +83,18 @@ func TestNodeBusyRace(t *testing.T) {
 	var mu sync.Mutex
 	lost := map[string]bool{}
 	var cID sign.AgentID
-	loseOnce := func(o Outgoing) []Outgoing {
+	loseOnce := func(o engine.Outgoing) []engine.Outgoing {
 		mu.Lock()
 		defer mu.Unlock()
 		if o.To == cID && (o.Type == protocol.TypeReady || o.Type == protocol.TypeCommit) && !lost[o.Type] {
 			lost[o.Type] = true
 			return nil
 		}
-		return []Outgoing{o}
+		return []engine.Outgoing{o}
 	}
 	c := nodeTestStart(t, dir, "c", AcceptAll, nil)
 	cID = c.key.AgentID()
-	start := func(name string, outbound func(Outgoing) []Outgoing) *nodeTestAgent {
+	start := func(name string, outbound func(engine.Outgoing) []engine.Outgoing) *nodeTestAgent {
 		key := hostTestKey(t, "node/"+name)
 		path := filepath.Join(dir, name+".db")
 		ch, err := chain.Create(path, key, time.Now().UnixMilli())

@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
@@ -27,9 +30,9 @@ func TestNodeDropsEndedSessionsAndAnswersFromCheckpoints(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		a := &nodeTestAgent{name: name, key: key, ch: ch, path: path, configure: func(cfg *NodeConfig) {
+		a := &nodeTestAgent{name: name, key: key, ch: ch, path: path, configure: func(cfg *NodeConfig, hk *hooks.Hooks) {
 			cfg.EndedRetention = time.Millisecond
-			cfg.Inbound = inbound
+			hk.Inbound = inbound
 		}}
 		a.startNode(t, policy, boot)
 		return a
@@ -62,7 +65,7 @@ func TestNodeDropsEndedSessionsAndAnswersFromCheckpoints(t *testing.T) {
 	time.Sleep(1600 * time.Millisecond) // past the first session's deadline
 	propose(2)                          // any step drops what is due
 	a.node.mu.Lock()
-	held := a.node.eng.sessions[id] != nil
+	held := a.node.eng.Holds(id)
 	a.node.mu.Unlock()
 	if held {
 		t.Fatal("the ended session is still in the initiator's memory")
@@ -91,15 +94,15 @@ func TestNodeDropsEndedSessionsAndAnswersFromCheckpoints(t *testing.T) {
 
 	// b asks again, as a party that missed the outcome would.
 	a.node.mu.Lock()
-	a.node.eng.evict(time.Now().UnixMilli(), 0)
+	a.node.eng.Evict(time.Now().UnixMilli(), 0)
 	a.node.mu.Unlock()
-	rec, err := DecodeRecord(receipt)
+	rec, err := engine.DecodeRecord(receipt)
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := commitsToB.Load()
-	if err := b.node.Inject(Outgoing{To: a.key.AgentID(), Type: protocol.TypeQuery, Session: id,
-		Body: &protocol.Query{AgreementHash: AgreementHash(&rec.Agreement)}, Expires: time.Now().Add(30 * time.Second).UnixMilli()}); err != nil {
+	if err := b.hooks.Inject(engine.Outgoing{To: a.key.AgentID(), Type: protocol.TypeQuery, Session: id,
+		Body: &protocol.Query{AgreementHash: engine.AgreementHash(&rec.Agreement)}, Expires: time.Now().Add(30 * time.Second).UnixMilli()}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return commitsToB.Load() > before })

@@ -9,6 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
@@ -20,10 +24,13 @@ type nodeTestAgent struct {
 	ch   *chain.Chain
 	node *Node
 	path string
-	// outbound, when set before the node starts, becomes NodeConfig.Outbound.
-	outbound func(Outgoing) []Outgoing
-	// configure, when set before the node starts, adjusts its NodeConfig last.
-	configure func(*NodeConfig)
+	// outbound, when set before the node starts, becomes its Outbound hook.
+	outbound func(engine.Outgoing) []engine.Outgoing
+	// configure, when set before the node starts, adjusts its NodeConfig
+	// and its test hooks last.
+	configure func(*NodeConfig, *hooks.Hooks)
+	// hooks are the running node's test hooks (Inject).
+	hooks *hooks.Hooks
 }
 
 // nodeTestStart starts a node for name with a real chain file in dir.
@@ -49,18 +56,18 @@ func (a *nodeTestAgent) startNode(t *testing.T, policy Policy, boot *nodeTestAge
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	cfg := NodeConfig{
-		Key: a.key, Chain: a.ch, Policy: policy, Host: HostConfig{Bootstrap: bs, Logger: hostTestLogger()},
+		Key: a.key, Chain: a.ch, Policy: policy, Host: transport.Config{Bootstrap: bs, Logger: hostTestLogger()},
 		ResolveInitial: 300 * time.Millisecond, ResolveMax: time.Second, Logger: hostTestLogger(),
-		Outbound: a.outbound,
 	}
+	hk := &hooks.Hooks{Outbound: a.outbound}
 	if a.configure != nil {
-		a.configure(&cfg)
+		a.configure(&cfg, hk)
 	}
-	n, err := StartNode(ctx, cfg)
+	n, err := StartNode(hooks.With(ctx, hk), cfg)
 	if err != nil {
 		t.Fatalf("start node %s: %v", a.name, err)
 	}
-	a.node = n
+	a.node, a.hooks = n, hk
 	t.Cleanup(func() { n.Close(); a.ch.Close() })
 }
 
@@ -128,14 +135,14 @@ func nodeTestCheck(t *testing.T, agents []*nodeTestAgent, session string, want S
 				t.Fatalf("%s: record hash differs", a.name)
 			}
 			head, err := a.ch.Entry(a.ch.Head().Seq)
-			if err != nil || head.Kind != KindAgreement || chain.Hash(sign.Hash(head.Payload)) != hash {
+			if err != nil || head.Kind != engine.KindAgreement || chain.Hash(sign.Hash(head.Payload)) != hash {
 				t.Fatalf("%s: chain head is not the record: %v", a.name, err)
 			}
 		}
 		if l, ok := a.ch.Lock(); ok {
 			t.Fatalf("%s: lock left: %+v", a.name, l)
 		}
-		if verr := a.ch.Verify(chain.VerifyOptions{CheckPayload: CheckAgreementEntry}); verr != nil {
+		if verr := a.ch.Verify(chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}); verr != nil {
 			t.Fatalf("%s: verify: %v", a.name, verr)
 		}
 	}
@@ -160,8 +167,8 @@ func TestNodeCommit(t *testing.T) {
 				t.Fatalf("outcome %+v err %v", o, err)
 			}
 			nodeTestCheck(t, agents, p.ID(), StateCommitted)
-			rec, err := DecodeRecord(o.Receipt)
-			if err != nil || VerifyRecord(rec) != nil || len(rec.Signatures) != size {
+			rec, err := engine.DecodeRecord(o.Receipt)
+			if err != nil || engine.VerifyRecord(rec) != nil || len(rec.Signatures) != size {
 				t.Fatalf("receipt does not verify: %v", err)
 			}
 		})
@@ -269,12 +276,12 @@ func TestNodeWitnessCommit(t *testing.T) {
 	}
 	nodeTestCheck(t, []*nodeTestAgent{a, b}, p.ID(), StateCommitted)
 	o, _ := a.node.Wait(ctx, p.ID())
-	rec, err := DecodeRecord(o.Receipt)
-	if err != nil || rec.Agreement.Witness == nil || len(rec.WitnessDecision) == 0 || VerifyRecord(rec) != nil {
+	rec, err := engine.DecodeRecord(o.Receipt)
+	if err != nil || rec.Agreement.Witness == nil || len(rec.WitnessDecision) == 0 || engine.VerifyRecord(rec) != nil {
 		t.Fatalf("record lacks a valid witness decision: %v", err)
 	}
 	ws, err := w.node.Session(p.ID())
-	if err != nil || ws.Role != RoleWitness || ws.State != StateCommitted {
+	if err != nil || ws.Role != engine.RoleWitness || ws.State != StateCommitted {
 		t.Fatalf("witness session: %+v %v", ws, err)
 	}
 	if head := w.ch.Head(); head.Seq != 0 {
@@ -283,5 +290,5 @@ func TestNodeWitnessCommit(t *testing.T) {
 }
 
 func nodeVerifyOptions() chain.VerifyOptions {
-	return chain.VerifyOptions{CheckPayload: CheckAgreementEntry}
+	return chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}
 }

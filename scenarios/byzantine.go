@@ -2,7 +2,7 @@ package scenarios
 
 import (
 	"github.com/negotiate-dev/negotiate/chain"
-	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
 )
@@ -14,7 +14,7 @@ import (
 // of the Byz* kinds) sends instead of o.Body, signing any second statement
 // with key; parties lists the session's parties in order (for a forged
 // statement). A certificate frame (o.Frame) is never rewritten.
-func byzantineBodies(behavior string, key *sign.PrivateKey, o negotiate.Outgoing, parties func() []sign.AgentID) []any {
+func byzantineBodies(behavior string, key *sign.PrivateKey, o engine.Outgoing, parties func() []sign.AgentID) []any {
 	switch behavior {
 	case ByzTamperSignature:
 		switch b := o.Body.(type) {
@@ -39,7 +39,7 @@ func byzantineBodies(behavior string, key *sign.PrivateKey, o negotiate.Outgoing
 		case *protocol.Preflight:
 			c := *b
 			c.Agreement = otherTerms(b.Agreement)
-			c.AgreementHash = negotiate.AgreementHash(&c.Agreement)
+			c.AgreementHash = engine.AgreementHash(&c.Agreement)
 			return []any{&c}
 		case *protocol.Accept:
 			c := *b
@@ -55,7 +55,7 @@ func byzantineBodies(behavior string, key *sign.PrivateKey, o negotiate.Outgoing
 		case *protocol.Preflight:
 			c := *b
 			c.Agreement = otherTerms(b.Agreement)
-			c.AgreementHash = negotiate.AgreementHash(&c.Agreement)
+			c.AgreementHash = engine.AgreementHash(&c.Agreement)
 			return []any{o.Body, &c}
 		case *protocol.Ready:
 			c := *b
@@ -86,7 +86,7 @@ func resign(key *sign.PrivateKey, session string, ah chain.Hash, head chain.Head
 func otherOffer(key *sign.PrivateKey, session string, b *protocol.Offer, parties func() []sign.AgentID) *protocol.Offer {
 	c := *b
 	c.Preflight.Agreement = otherTerms(b.Preflight.Agreement)
-	c.Preflight.AgreementHash = negotiate.AgreementHash(&c.Preflight.Agreement)
+	c.Preflight.AgreementHash = engine.AgreementHash(&c.Preflight.Agreement)
 	c.Ready.AgreementHash = c.Preflight.AgreementHash
 	sig, err := resign(key, session, c.Ready.AgreementHash, c.Ready.Head, parties)
 	if err != nil {

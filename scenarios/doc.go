@@ -4,7 +4,7 @@
 // parties, their policies, the network, the steps to play, the faults to
 // inject and what to expect. It runs two ways:
 //
-//   - RunSim: a deterministic simulation. The real negotiate.Engine of every
+//   - RunSim: a deterministic simulation. The real engine (negotiate/engine) of every
 //     party runs over a simulated network (latency, jitter, loss, partitions,
 //     duplicates, reorders), a crashable in-memory store with the chain.Write
 //     semantics (MemStore) and a virtual clock. One seed decides everything,

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -37,10 +39,10 @@ func (s *sim) records() (map[string][]foundRecord, []string) {
 	var problems []string
 	for _, n := range s.nodes {
 		for _, e := range n.store.entries[1:] {
-			if e.Kind != negotiate.KindAgreement {
+			if e.Kind != engine.KindAgreement {
 				continue
 			}
-			rec, err := negotiate.DecodeRecord(e.Payload)
+			rec, err := engine.DecodeRecord(e.Payload)
 			if err != nil {
 				problems = append(problems, fmt.Sprintf("%s: entry %d: %v", n.name, e.Seq, err))
 				continue
@@ -51,22 +53,22 @@ func (s *sim) records() (map[string][]foundRecord, []string) {
 	return out, problems
 }
 
-// recordChecker is negotiate.CheckAgreementEntry with each distinct record
+// recordChecker is engine.CheckAgreementEntry with each distinct record
 // verified once per run (every chain holds the same record).
 type recordChecker struct{ verified map[chain.Hash]error }
 
 func (c *recordChecker) check(e *chain.Entry, owner sign.PublicKey) error {
-	if e.Kind != negotiate.KindAgreement {
+	if e.Kind != engine.KindAgreement {
 		return nil
 	}
-	rec, err := negotiate.DecodeRecord(e.Payload)
+	rec, err := engine.DecodeRecord(e.Payload)
 	if err != nil {
 		return err
 	}
 	h := chain.Hash(sign.Hash(e.Payload))
 	verr, ok := c.verified[h]
 	if !ok {
-		verr = negotiate.VerifyRecord(rec)
+		verr = engine.VerifyRecord(rec)
 		c.verified[h] = verr
 	}
 	if verr != nil {
@@ -426,7 +428,7 @@ func randomFaults(rng *rand.Rand, sc *Scenario) []Fault {
 // honestDifference compares two records of one session and reports how they
 // differ in anything but byzantine parties' own heads and signatures.
 func (s *sim) honestDifference(a, b *protocol.Record) string {
-	if negotiate.AgreementHash(&a.Agreement) != negotiate.AgreementHash(&b.Agreement) {
+	if engine.AgreementHash(&a.Agreement) != engine.AgreementHash(&b.Agreement) {
 		return "different agreements"
 	}
 	if len(a.Heads) != len(b.Heads) || len(a.Signatures) != len(b.Signatures) {

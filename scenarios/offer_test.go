@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
 )
 
 // runSimOf loads a scenario file and runs it in the simulator, keeping
@@ -136,7 +136,7 @@ expect:
 	if !r.Passed {
 		t.Fatalf("failures %+v, outcomes %+v", r.Failures(), r.Outcomes)
 	}
-	if got := r.Outcomes["s1"]["seller"].Reason; !strings.Contains(got, negotiate.OfferCounterReason) {
-		t.Fatalf("seller's reason %q, want the policy's rejection %q", got, negotiate.OfferCounterReason)
+	if got := r.Outcomes["s1"]["seller"].Reason; !strings.Contains(got, engine.OfferCounterReason) {
+		t.Fatalf("seller's reason %q, want the policy's rejection %q", got, engine.OfferCounterReason)
 	}
 }

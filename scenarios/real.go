@@ -10,6 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/sign"
@@ -43,6 +48,7 @@ type realNode struct {
 	// chain (up false); a restart opens new ones (epoch counts crashes)
 	ch    *chain.Chain
 	node  *negotiate.Node
+	hooks *hooks.Hooks // the running node's test doors (Inject)
 	up    bool
 	epoch int
 	// events seen, guarded by mu
@@ -225,7 +231,7 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 				_, err = n.Host().Request(rctx, to, "text/plain", []byte(m.Payload))
 			}
 			cancel()
-			l := Line{Name: fmt.Sprintf("steps[%d] message %s→%s delivered", i, m.From, m.To), Passed: err == nil || errors.Is(err, negotiate.ErrRefused)}
+			l := Line{Name: fmt.Sprintf("steps[%d] message %s→%s delivered", i, m.From, m.To), Passed: err == nil || errors.Is(err, transport.ErrRefused)}
 			if err != nil {
 				l.Detail = err.Error()
 			}
@@ -353,17 +359,17 @@ func (rn *realNode) start(ctx context.Context, rf *realFaults, boot, listen []st
 	rn.mu.Lock()
 	ch, epoch := rn.ch, rn.epoch
 	rn.mu.Unlock()
-	n, err := negotiate.StartNode(sctx, negotiate.NodeConfig{
+	hk := &hooks.Hooks{Crash: rf.crashHook(rn, epoch), Outbound: rf.outbound(rn), Inbound: rf.inbound(rn)}
+	n, err := negotiate.StartNode(hooks.With(sctx, hk), negotiate.NodeConfig{
 		Key: rn.sn.key, Chain: ch, Policy: negotiate.PolicyFunc(rn.decide),
-		Host:           negotiate.HostConfig{Bootstrap: boot, Listen: listen, PeerKeyFile: filepath.Join(rf.dir, rn.sn.name+".peer")},
+		Host:           transport.Config{Bootstrap: boot, Listen: listen, PeerKeyFile: filepath.Join(rf.dir, rn.sn.name+".peer")},
 		ResolveInitial: realResolveInitial, ResolveMax: realResolveMax, OnEvent: rn.onEvent,
-		CrashHook: rf.crashHook(rn, epoch), Outbound: rf.outbound(rn), Inbound: rf.inbound(rn),
 	})
 	if err != nil {
 		return fmt.Errorf("scenarios: start %s: %w", rn.sn.name, err)
 	}
 	rn.mu.Lock()
-	rn.node, rn.up = n, true
+	rn.node, rn.hooks, rn.up = n, hk, true
 	rn.mu.Unlock()
 	return nil
 }
@@ -376,6 +382,16 @@ func (rn *realNode) current() *negotiate.Node {
 		return nil
 	}
 	return rn.node
+}
+
+// currentHooks is the hooks of rn's running node, or nil while it is down.
+func (rn *realNode) currentHooks() *hooks.Hooks {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if !rn.up {
+		return nil
+	}
+	return rn.hooks
 }
 
 // realWaitPoll is how often waitOutcome looks again across restarts.
@@ -454,7 +470,7 @@ func (rn *realNode) noteDecision(n *negotiate.Node, session string, d negotiate.
 	}
 	kind := negotiate.EvProposal
 	terms := []byte(info.Terms)
-	if info.Role == negotiate.RoleInitiator {
+	if info.Role == engine.RoleInitiator {
 		kind, terms = negotiate.EvCounter, info.Counter
 	}
 	rn.noteProposalDecision(negotiate.Proposal{Session: session, Kind: kind, Round: info.Round, RawTerms: terms}, d)

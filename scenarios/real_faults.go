@@ -9,8 +9,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+
 	"github.com/negotiate-dev/negotiate/chain"
-	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
 )
@@ -31,12 +33,12 @@ const (
 
 // realPoints maps the node's crash points to the scenario's step names.
 var realPoints = map[string]string{
-	negotiate.CrashNegotiating:    PointAfterPropose,
-	negotiate.CrashAfterAccept:    PointAfterAccept,
-	negotiate.CrashAfterVote:      PointAfterVote,
-	negotiate.CrashAfterReadySent: PointAfterReadySent,
-	negotiate.CrashAfterCert:      PointAfterCertificate,
-	negotiate.CrashAfterAppend:    PointAfterAppend,
+	hooks.CrashNegotiating:    PointAfterPropose,
+	hooks.CrashAfterAccept:    PointAfterAccept,
+	hooks.CrashAfterVote:      PointAfterVote,
+	hooks.CrashAfterReadySent: PointAfterReadySent,
+	hooks.CrashAfterCert:      PointAfterCertificate,
+	hooks.CrashAfterAppend:    PointAfterAppend,
 }
 
 // realTrigger is a fault that fires when a party reaches a protocol step.
@@ -48,7 +50,7 @@ type realTrigger struct {
 }
 
 // realFaults injects a scenario's faults into real nodes through the
-// node's fault hooks (NodeConfig.CrashHook, Outbound, Inbound): a crash
+// node's fault hooks (internal/hooks: Crash, Outbound, Inbound): a crash
 // stops the node at the named step and restarts it on the same chain
 // file; partitions, drops, loss, delays, duplicates and byzantine
 // rewrites act on the real messages before they are sealed or after they
@@ -201,7 +203,7 @@ func (rf *realFaults) stop() {
 	rf.wg.Wait()
 }
 
-// crashHook is the CrashHook of one incarnation (epoch) of rn.
+// crashHook is the Crash hook of one incarnation (epoch) of rn.
 func (rf *realFaults) crashHook(rn *realNode, epoch int) func(point, session string) bool {
 	return func(point, session string) bool {
 		step := realPoints[point]
@@ -329,16 +331,16 @@ func listenAddrs(addrs []string) []string {
 
 // outbound is the Outbound hook of rn's nodes: byzantine rewrites, then
 // partitions, link faults and loss, as the simulator's send and transmit.
-func (rf *realFaults) outbound(rn *realNode) func(o negotiate.Outgoing) []negotiate.Outgoing {
-	return func(o negotiate.Outgoing) []negotiate.Outgoing {
+func (rf *realFaults) outbound(rn *realNode) func(o engine.Outgoing) []engine.Outgoing {
+	return func(o engine.Outgoing) []engine.Outgoing {
 		rf.mu.Lock()
 		defer rf.mu.Unlock()
 		s, from := rf.s, rn.sn
 		to := s.byID[o.To]
 		if to == nil {
-			return []negotiate.Outgoing{o}
+			return []engine.Outgoing{o}
 		}
-		msgs := []negotiate.Outgoing{o}
+		msgs := []engine.Outgoing{o}
 		if o.Frame == nil && from.byz != "" && s.byzActive {
 			msgs = msgs[:0]
 			for _, b := range byzantineBodies(from.byz, from.key, o, func() []sign.AgentID { return rf.parties[o.Session] }) {
@@ -347,7 +349,7 @@ func (rf *realFaults) outbound(rn *realNode) func(o negotiate.Outgoing) []negoti
 				msgs = append(msgs, c)
 			}
 		}
-		var now []negotiate.Outgoing
+		var now []engine.Outgoing
 		for _, m := range msgs {
 			now = append(now, rf.transmitLocked(rn, to, m, from.byz == ByzReplay && s.byzActive)...)
 		}
@@ -357,7 +359,7 @@ func (rf *realFaults) outbound(rn *realNode) func(o negotiate.Outgoing) []negoti
 
 // transmitLocked applies partitions, link rules and loss to one message;
 // it returns what leaves now and schedules what leaves later.
-func (rf *realFaults) transmitLocked(rn *realNode, to *simNode, o negotiate.Outgoing, replay bool) []negotiate.Outgoing {
+func (rf *realFaults) transmitLocked(rn *realNode, to *simNode, o engine.Outgoing, replay bool) []engine.Outgoing {
 	s, from := rf.s, rn.sn
 	s.messages++
 	m := wireMsg{from: from, to: to, typ: o.Type, session: o.Session, toID: o.To}
@@ -423,7 +425,7 @@ func (rf *realFaults) transmitLocked(rn *realNode, to *simNode, o negotiate.Outg
 	if fifo {
 		s.lastAt[link] = at
 	}
-	var out []negotiate.Outgoing
+	var out []engine.Outgoing
 	for c := 0; c < copies; c++ {
 		if at <= nowMs {
 			out = append(out, o)
@@ -436,12 +438,12 @@ func (rf *realFaults) transmitLocked(rn *realNode, to *simNode, o negotiate.Outg
 }
 
 // inject sends a delayed or replayed message from rn's current node.
-func (rf *realFaults) inject(rn *realNode, o negotiate.Outgoing) {
+func (rf *realFaults) inject(rn *realNode, o engine.Outgoing) {
 	if rf.ctx.Err() != nil {
 		return
 	}
-	if n := rn.current(); n != nil {
-		_ = n.Inject(o) // a stopped node loses it, as a crash would
+	if hk := rn.currentHooks(); hk != nil {
+		_ = hk.Inject(o) // a stopped node loses it, as a crash would
 	}
 }
 
@@ -460,7 +462,7 @@ func (rf *realFaults) inbound(rn *realNode) func(from sign.AgentID, typ string) 
 }
 
 // sealFor seals o as the node would.
-func sealFor(key *sign.PrivateKey, o negotiate.Outgoing) ([]byte, error) {
+func sealFor(key *sign.PrivateKey, o engine.Outgoing) ([]byte, error) {
 	body, err := protocol.EncodeBody(o.Body)
 	if err != nil {
 		return nil, err

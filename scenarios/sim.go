@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -229,7 +231,7 @@ type simNode struct {
 	key    *sign.PrivateKey
 	party  protocol.Party
 	store  *MemStore
-	eng    *negotiate.Engine
+	eng    *engine.Engine
 	up     bool
 	epoch  int
 	guard  *protocol.ReplayGuard
@@ -397,14 +399,14 @@ func newSim(sc *Scenario, opts SimOptions, seed uint64) (*sim, error) {
 // boot builds the node's engine from its store, as a (re)start does.
 func (s *sim) boot(n *simNode) error {
 	lock, _ := n.store.Lock()
-	cfg := negotiate.CoreConfig{Key: n.key, Head: n.store.Head(), Lock: lock, Checkpoints: n.store.Checkpoints()}
+	cfg := engine.CoreConfig{Key: n.key, Head: n.store.Head(), Lock: lock, Checkpoints: n.store.Checkpoints()}
 	if s.opts.DropEnded {
 		cfg.Checkpoint = func(session string) ([]byte, bool, error) {
 			cp, ok := n.store.Checkpoint(session)
 			return cp, ok, nil
 		}
 	}
-	eng, err := negotiate.NewEngine(cfg)
+	eng, err := engine.NewEngine(cfg)
 	if err != nil {
 		return fmt.Errorf("scenarios: start %s: %w", n.name, err)
 	}
@@ -526,7 +528,7 @@ func (s *sim) propose(p *ProposeStep) {
 		return
 	}
 	s.logf("%s proposes %s to %s", init.name, ss.name, strings.Join(p.With, " "))
-	out := s.step(init, negotiate.Input{Start: &negotiate.Start{
+	out := s.step(init, engine.Input{Start: &engine.Start{
 		Session: ss.id, Parties: parties, Terms: terms, Deadline: ss.deadline, MaxRounds: p.MaxRounds, Witness: witness,
 		Offer: p.Offer,
 	}})
@@ -567,7 +569,7 @@ func (s *sim) decideStep(i int, d *DecideStep, action string) {
 	}
 	s.logf("%s decides %s on %s", n.name, action, ss.name)
 	delete(n.pending, ss.id)
-	if out := s.step(n, negotiate.Input{Decision: dec}); out.Err != nil {
+	if out := s.step(n, engine.Input{Decision: dec}); out.Err != nil {
 		s.expect = append(s.expect, Line{Name: name, Detail: out.Err.Error()})
 		return
 	}
@@ -608,7 +610,7 @@ func (s *sim) sname(id string) string {
 
 // step feeds one input to a node's engine and carries out the output in
 // the order the engine demands: persist, then send; crash points cut in.
-func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
+func (s *sim) step(n *simNode, in engine.Input) engine.Output {
 	in.Now = s.now
 	out := n.eng.Step(in)
 	if out.Err != nil {
@@ -698,7 +700,7 @@ func (s *sim) step(n *simNode, in negotiate.Input) negotiate.Output {
 // participant to the round and terms of the offer as its proposal event
 // showed them, by its accept decision. A signature over anything else
 // still breaks the consent invariant.
-func (s *sim) offerConsent(n *simNode, in negotiate.Input) {
+func (s *sim) offerConsent(n *simNode, in engine.Input) {
 	switch {
 	case in.Start != nil && in.Start.Offer:
 		n.consents(in.Start.Session)[consentKey{1, termsHashOf(in.Start.Terms)}] = true
@@ -716,7 +718,7 @@ func (s *sim) offerConsent(n *simNode, in negotiate.Input) {
 // offer it is where a Ready frame left, as a real node sees it: a
 // participant's Ready (a 2-party participant signs and commits in one
 // write with no lock), never the initiator's Offer that carries its Ready.
-func (s *sim) readySent(session string, hasVote bool, sent []negotiate.Outgoing) bool {
+func (s *sim) readySent(session string, hasVote bool, sent []engine.Outgoing) bool {
 	ss := s.bySID[session]
 	if ss == nil || !ss.offer {
 		return hasVote
@@ -745,18 +747,18 @@ func (s *sim) fire(n *simNode, point, session string) bool {
 	return !n.up
 }
 
-func (s *sim) onTimer(n *simNode, epoch int, t negotiate.Timer) {
+func (s *sim) onTimer(n *simNode, epoch int, t engine.Timer) {
 	if !n.up || n.epoch != epoch {
 		return
 	}
-	if s.opts.Bug == BugReleaseLockAtDeadline && t.Kind == negotiate.TimerDeadline && n.store.forget(t.Session) {
+	if s.opts.Bug == BugReleaseLockAtDeadline && t.Kind == engine.TimerDeadline && n.store.forget(t.Session) {
 		s.logf("%s BUG: lock of %s released at the deadline", n.name, s.sname(t.Session))
 		if err := s.boot(n); err != nil {
 			s.aborted = err.Error()
 		}
 		return
 	}
-	s.step(n, negotiate.Input{Timer: &t})
+	s.step(n, engine.Input{Timer: &t})
 }
 
 func (s *sim) onEvent(n *simNode, ev negotiate.Event) {
@@ -776,7 +778,7 @@ func (s *sim) onEvent(n *simNode, ev negotiate.Event) {
 		d := n.policy.decide(ev)
 		if d != nil && offer {
 			// As the node does: a signed offer takes no counter.
-			fit := negotiate.ForOffer(*d)
+			fit := engine.ForOffer(*d)
 			d = &fit
 		}
 		if d != nil {
@@ -787,7 +789,7 @@ func (s *sim) onEvent(n *simNode, ev negotiate.Event) {
 				}
 				delete(n.pending, d.Session)
 				s.logf("%s %ss %s", n.name, d.Action, s.sname(d.Session))
-				s.step(n, negotiate.Input{Decision: d})
+				s.step(n, engine.Input{Decision: d})
 			})
 		}
 	case negotiate.EvViolation:
@@ -838,7 +840,7 @@ func (s *sim) restart(n *simNode) {
 		return
 	}
 	s.logf("%s restarts", n.name)
-	s.step(n, negotiate.Input{Resume: true})
+	s.step(n, engine.Input{Resume: true})
 }
 
 func (n *simNode) consents(session string) map[consentKey]bool {
@@ -978,7 +980,7 @@ func (r *linkRule) match(s *sim, m *wireMsg) bool {
 // ---- the network ----
 
 // send turns an engine's outgoing message into wire copies.
-func (s *sim) send(from *simNode, o negotiate.Outgoing) {
+func (s *sim) send(from *simNode, o engine.Outgoing) {
 	to := s.byID[o.To]
 	if to == nil {
 		s.logf("%s sends %s to an unknown agent", from.name, o.Type)
@@ -1092,7 +1094,7 @@ func (s *sim) deliver(m wireMsg) {
 		from, epoch := m.from, m.from.epoch
 		s.at(s.now+s.sc.Network.Latency.millis(), func() {
 			if from.up && from.epoch == epoch && m.session != "" {
-				s.step(from, negotiate.Input{Unreachable: &negotiate.Unreachable{Session: m.session, Agent: m.to.party.ID, Reason: "peer " + why}})
+				s.step(from, engine.Input{Unreachable: &engine.Unreachable{Session: m.session, Agent: m.to.party.ID, Reason: "peer " + why}})
 			}
 		})
 		return
@@ -1100,7 +1102,7 @@ func (s *sim) deliver(m wireMsg) {
 	if m.to.byz == ByzReplay {
 		m.to.received = append(m.to.received, m)
 	}
-	var rcv *negotiate.Received
+	var rcv *engine.Received
 	if m.frame != nil {
 		env, err := protocol.OpenFor(m.frame, m.to.party.ID, s.now)
 		if err == nil {
@@ -1110,7 +1112,7 @@ func (s *sim) deliver(m wireMsg) {
 			s.logf("%s refuses %s from %s: %v", m.to.name, m.typ, m.from.name, err)
 			return
 		}
-		rcv = &negotiate.Received{From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw}
+		rcv = &engine.Received{From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw}
 	} else {
 		body, err := decodeBody(m.typ, m.body)
 		if err == nil && m.toID != m.to.party.ID {
@@ -1125,10 +1127,10 @@ func (s *sim) deliver(m wireMsg) {
 			s.logf("%s refuses %s from %s: %v", m.to.name, m.typ, m.from.name, err)
 			return
 		}
-		rcv = &negotiate.Received{From: m.from.party.ID, Type: m.typ, Session: m.session, Body: body}
+		rcv = &engine.Received{From: m.from.party.ID, Type: m.typ, Session: m.session, Body: body}
 	}
 	s.logf("%s→%s %s %s", m.from.name, m.to.name, rcv.Type, s.sname(m.session))
-	out := s.step(m.to, negotiate.Input{Message: rcv})
+	out := s.step(m.to, engine.Input{Message: rcv})
 	if out.Err != nil && m.to.up {
 		s.logf("%s rejects %s from %s: %s", m.to.name, rcv.Type, m.from.name, shortErr(out.Err))
 	}
@@ -1181,7 +1183,7 @@ func decodeBody(typ string, raw []byte) (any, error) {
 
 // byzantine returns the bodies a misbehaving party sends instead of o.Body
 // (see byzantineBodies).
-func (s *sim) byzantine(from *simNode, o negotiate.Outgoing) []any {
+func (s *sim) byzantine(from *simNode, o engine.Outgoing) []any {
 	return byzantineBodies(from.byz, from.key, o, func() []sign.AgentID {
 		var ids []sign.AgentID
 		if ss := s.bySID[o.Session]; ss != nil {

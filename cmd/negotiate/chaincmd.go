@@ -9,11 +9,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+
 	"github.com/urfave/cli/v2"
 
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/internal/control"
-	"github.com/negotiate-dev/negotiate/negotiate"
 )
 
 // errBroken marks a chain that failed verification (exit 1).
@@ -37,7 +38,7 @@ func chainReader(ctx context.Context, h home) (r control.ChainReader, close func
 		return nil, nil, err
 	}
 	// The same checks as the node's: agreement records too.
-	l.VerifyOptions = chain.VerifyOptions{CheckPayload: negotiate.CheckAgreementEntry}
+	l.VerifyOptions = chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}
 	return l, func() { l.Close() }, nil
 }
 

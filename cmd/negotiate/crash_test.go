@@ -8,7 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+
 	"github.com/negotiate-dev/negotiate/sign"
 )
 
@@ -24,17 +25,17 @@ type crashCase struct {
 
 func crashCases() []crashCase {
 	var cs []crashCase
-	for _, point := range negotiate.CrashPoints {
+	for _, point := range hooks.CrashPoints {
 		for _, victim := range []int{0, 1} {
 			cs = append(cs, crashCase{parties: 2, victim: victim, point: point})
 		}
 	}
 	cs = append(cs,
-		crashCase{parties: 3, victim: 0, point: negotiate.CrashAfterVote},
-		crashCase{parties: 3, victim: 2, point: negotiate.CrashAfterVote},
-		crashCase{parties: 3, victim: 1, point: negotiate.CrashAfterReadySent},
-		crashCase{parties: 3, victim: 0, point: negotiate.CrashAfterCert},
-		crashCase{parties: 3, victim: 2, point: negotiate.CrashNegotiating},
+		crashCase{parties: 3, victim: 0, point: hooks.CrashAfterVote},
+		crashCase{parties: 3, victim: 2, point: hooks.CrashAfterVote},
+		crashCase{parties: 3, victim: 1, point: hooks.CrashAfterReadySent},
+		crashCase{parties: 3, victim: 0, point: hooks.CrashAfterCert},
+		crashCase{parties: 3, victim: 2, point: hooks.CrashNegotiating},
 	)
 	return cs
 }
@@ -123,7 +124,7 @@ func runCrashCase(t *testing.T, tc crashCase) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("victim did not crash at %s: %s", tc.point, procs[tc.victim].logs())
 	}
-	if tc.victim != 0 && tc.point == negotiate.CrashAfterVote {
+	if tc.victim != 0 && tc.point == hooks.CrashAfterVote {
 		// The initiator has signed and lost its peer: it stays locked and
 		// says whom it waits for, until the peer returns.
 		time.Sleep(500 * time.Millisecond)

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
+
 	"github.com/negotiate-dev/negotiate/internal/control"
 	"github.com/negotiate-dev/negotiate/negotiate"
 )
@@ -60,13 +62,13 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, errUsage), errors.Is(err, control.ErrBadRequest):
 		return exitUsage
-	case errors.Is(err, errRefused), errors.Is(err, control.ErrRefused), errors.Is(err, negotiate.ErrRefused),
+	case errors.Is(err, errRefused), errors.Is(err, control.ErrRefused), errors.Is(err, transport.ErrRefused),
 		errors.Is(err, negotiate.ErrRejected):
 		return exitRefused
 	case errors.Is(err, errTimeout), errors.Is(err, errUnreachable),
 		errors.Is(err, control.ErrTimeout), errors.Is(err, control.ErrUnreachable),
-		errors.Is(err, negotiate.ErrTimeout), errors.Is(err, negotiate.ErrUnreachable),
-		errors.Is(err, negotiate.ErrAgentNotFound), errors.Is(err, negotiate.ErrHostClosed),
+		errors.Is(err, transport.ErrTimeout), errors.Is(err, negotiate.ErrUnreachable),
+		errors.Is(err, negotiate.ErrAgentNotFound), errors.Is(err, transport.ErrHostClosed),
 		errors.Is(err, negotiate.ErrAborted), errors.Is(err, negotiate.ErrBusy),
 		errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		return exitAborted

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/internal/control"
 	"github.com/negotiate-dev/negotiate/negotiate"
@@ -158,7 +160,7 @@ func TestExitCodeMapping(t *testing.T) {
 		{"bad request from node", &control.Error{Kind: control.KindBadRequest, Message: "x"}, 2},
 		{"refused", fmt.Errorf("send: %w", errRefused), 3},
 		{"refused by node", &control.Error{Kind: control.KindRefused, Message: "x"}, 3},
-		{"refused by host", fmt.Errorf("x: %w", &negotiate.RefusedError{Reason: "no"}), 3},
+		{"refused by host", fmt.Errorf("x: %w", &transport.RefusedError{Reason: "no"}), 3},
 		{"timeout by node", &control.Error{Kind: control.KindTimeout, Message: "x"}, 4},
 		{"unreachable by node", &control.Error{Kind: control.KindUnreachable, Message: "x"}, 4},
 		{"agent not found", fmt.Errorf("x: %w", negotiate.ErrAgentNotFound), 4},
@@ -179,8 +181,8 @@ func TestExitCodeMapping(t *testing.T) {
 
 func TestControlKindMatchesExitCode(t *testing.T) {
 	for _, err := range []error{
-		errors.New("boom"), usageErr("x"), errRefused, negotiate.ErrRefused,
-		negotiate.ErrTimeout, negotiate.ErrUnreachable, negotiate.ErrAgentNotFound,
+		errors.New("boom"), usageErr("x"), errRefused, transport.ErrRefused,
+		transport.ErrTimeout, negotiate.ErrUnreachable, negotiate.ErrAgentNotFound,
 	} {
 		k := controlKind(err)
 		if k == "" {

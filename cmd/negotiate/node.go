@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/negotiate-dev/negotiate/negotiate/policy"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,6 +14,10 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
 
 	"github.com/urfave/cli/v2"
 
@@ -50,7 +55,7 @@ type daemon struct {
 	home  home
 	key   *sign.PrivateKey
 	chain *chain.Chain
-	host  *negotiate.Host
+	host  *transport.Host
 	node  *negotiate.Node
 	srv   *control.Server
 	log   *slog.Logger
@@ -133,31 +138,33 @@ func runNode(c *cli.Context) error {
 		listen = defaultListen
 	}
 	ctx := c.Context
-	var policy negotiate.Policy
+	var decider negotiate.Policy
 	if path := c.String("policy"); path != "" {
-		p, err := negotiate.LoadPolicyFile(path)
+		p, err := policy.LoadFile(path)
 		if err != nil {
 			return usageErr("--policy: %v", err)
 		}
-		policy = p
+		decider = p
 	}
 	crashHook, err := crashHookFromEnv()
 	if err != nil {
 		return err
 	}
+	if crashHook != nil {
+		ctx = hooks.With(ctx, &hooks.Hooks{Crash: crashHook})
+	}
 	node, err := negotiate.StartNode(ctx, negotiate.NodeConfig{
 		Key:   key,
 		Chain: ch,
-		Host: negotiate.HostConfig{
+		Host: transport.Config{
 			PeerKeyFile: filepath.Join(h.dir, peerKeyFileName),
 			Listen:      listen,
 			Bootstrap:   c.StringSlice("bootstrap"),
 			MDNS:        c.Bool("mdns"),
 			Logger:      log,
 		},
-		Policy:         policy,
+		Policy:         decider,
 		Logger:         log,
-		CrashHook:      crashHook,
 		EndedRetention: keepEnded,
 	})
 	if err != nil {
@@ -168,7 +175,7 @@ func runNode(c *cli.Context) error {
 	d := &daemon{home: h, key: key, chain: ch, host: host, node: node, log: log}
 
 	local := control.NewLocal(ch)
-	local.VerifyOptions = chain.VerifyOptions{CheckPayload: negotiate.CheckAgreementEntry}
+	local.VerifyOptions = chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}
 	d.srv = control.NewServer(d, control.Options{
 		Chain:    local,
 		Classify: controlKind,
@@ -299,7 +306,7 @@ func (d *daemon) Ping(ctx context.Context, to sign.AgentID) (control.PingResult,
 func (d *daemon) Send(ctx context.Context, req control.SendRequest) (control.SendResult, error) {
 	start := time.Now()
 	r, err := d.host.Request(ctx, req.To, req.ContentType, []byte(req.Message))
-	var refused *negotiate.RefusedError
+	var refused *transport.RefusedError
 	if errors.As(err, &refused) {
 		return control.SendResult{To: req.To, Accepted: false, Reason: refused.Reason, RTTMS: ms(time.Since(start))}, nil
 	}
@@ -347,7 +354,7 @@ var sessionCount = func(d *daemon) int { return 0 }
 
 // crashEnv names the fault-injection variable: NEGOTIATE_CRASH_AT=<point>
 // makes the node kill itself with SIGKILL at that protocol point (tests of
-// crash recovery; see negotiate.CrashPoints). Never set it in production.
+// crash recovery; see hooks.CrashPoints). Never set it in production.
 const crashEnv = "NEGOTIATE_CRASH_AT"
 
 func crashHookFromEnv() (func(point, session string) bool, error) {
@@ -356,11 +363,11 @@ func crashHookFromEnv() (func(point, session string) bool, error) {
 		return nil, nil
 	}
 	known := false
-	for _, p := range negotiate.CrashPoints {
+	for _, p := range hooks.CrashPoints {
 		known = known || p == want
 	}
 	if !known {
-		return nil, usageErr("%s=%q: use one of %s", crashEnv, want, strings.Join(negotiate.CrashPoints, ", "))
+		return nil, usageErr("%s=%q: use one of %s", crashEnv, want, strings.Join(hooks.CrashPoints, ", "))
 	}
 	return func(point, _ string) bool {
 		if point == want {

@@ -13,6 +13,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
+
 	"github.com/fxamacker/cbor/v2"
 	"github.com/urfave/cli/v2"
 
@@ -181,7 +184,7 @@ func pendingProposals(n *negotiate.Node) []proposalView {
 			continue
 		}
 		p := proposalView{Kind: "proposal", Session: s.ID, From: s.Initiator, Terms: termsJSON(s.Terms), Round: s.Round, Parties: s.Parties}
-		if s.Role == negotiate.RoleInitiator {
+		if s.Role == engine.RoleInitiator {
 			p.Kind, p.From, p.Terms = "counter", s.CounterBy, termsJSON(s.Counter)
 		} else if s.Offer {
 			p.Kind = "offer"
@@ -200,7 +203,7 @@ func sessionErr(err error) error {
 		return control.Errorf(control.KindUnavailable, "%v", err)
 	case errors.Is(err, negotiate.ErrUnreachable), errors.Is(err, negotiate.ErrAgentNotFound):
 		return control.Errorf(control.KindUnreachable, "%v", err)
-	case errors.Is(err, negotiate.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, transport.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return control.Errorf(control.KindTimeout, "%v", err)
 	}
 	return err
@@ -697,16 +700,16 @@ func verifyReceiptFile(path string) (verifyView, error) {
 		err := fmt.Errorf("verify: %s is over %d bytes: not a receipt", path, maxReceiptFileBytes)
 		return verifyView{Error: err.Error()}, err
 	}
-	rec, err := negotiate.DecodeRecord(data)
+	rec, err := engine.DecodeRecord(data)
 	if err == nil {
-		err = negotiate.VerifyRecord(rec)
+		err = engine.VerifyRecord(rec)
 	}
 	if err != nil {
 		err = fmt.Errorf("verify: %s is not a valid receipt: %w", path, err)
 		return verifyView{Error: err.Error()}, err
 	}
 	a := rec.Agreement
-	v := verifyView{OK: true, Session: a.Session, RecordHash: negotiate.RecordHash(rec).String(), Terms: termsJSON(a.Terms), Round: a.Round}
+	v := verifyView{OK: true, Session: a.Session, RecordHash: engine.RecordHash(rec).String(), Terms: termsJSON(a.Terms), Round: a.Round}
 	for _, p := range a.Parties {
 		v.Parties = append(v.Parties, p.ID)
 	}

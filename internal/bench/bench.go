@@ -16,6 +16,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/internal/hooks"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
+
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/negotiate-dev/negotiate/chain"
@@ -67,7 +71,7 @@ const (
 	paceSafety = 0.9
 	// benchFramesPerSecond is the per-peer inbound frame limit of bench
 	// nodes: agents that trade with each other all day are trusted peers,
-	// so the bench raises the default (negotiate.PeerFramesPerSecond), which
+	// so the bench raises the default (transport.PeerFramesPerSecond), which
 	// is sized for strangers.
 	benchFramesPerSecond = 2000
 	// floorWriteSamples, floorRoundTrips and floorCryptoSamples are the
@@ -133,7 +137,7 @@ type Options struct {
 	SessionTimeout time.Duration
 	// NoPace turns off pacing. By default each group starts sessions no
 	// faster than the receivers' per-peer frame limit
-	// (negotiate.PeerFramesPerSecond) admits; without pacing, frames over
+	// (transport.PeerFramesPerSecond) admits; without pacing, frames over
 	// the limit are dropped and sessions stall or abort.
 	NoPace bool
 	// Logger receives the nodes' logs; nil discards them.
@@ -168,7 +172,7 @@ type Options struct {
 	// use DefaultGCPercent: a process hosting many agents has a large heap,
 	// and collecting it less often trades memory for CPU.
 	GCPercent int
-	// Trace records when each node passed each negotiate.TracePoint of
+	// Trace records when each node passed each hooks.TracePoint of
 	// every measured session, and Result.Timeline gives the median
 	// timeline of the sessions that passed them in the most common order.
 	Trace bool
@@ -184,12 +188,12 @@ const (
 )
 
 // listenAddrs are the loopback listen addresses of a transport choice.
-func listenAddrs(transport string) []string {
-	switch transport {
+func listenAddrs(choice string) []string {
+	switch choice {
 	case TransportQUIC:
 		return []string{"/ip4/127.0.0.1/udp/0/quic-v1"}
 	case TransportBoth:
-		return negotiate.DefaultListenAddrs
+		return transport.DefaultListenAddrs
 	}
 	return []string{"/ip4/127.0.0.1/tcp/0"}
 }
@@ -285,7 +289,7 @@ type Result struct {
 	ChainsBroken   []string `json:"chains_broken,omitempty"`
 	LocksLeft      int      `json:"locks_left"`
 	// RateLimitedFrames counts inbound frames the hosts dropped for being
-	// over negotiate.PeerFramesPerSecond.
+	// over transport.PeerFramesPerSecond.
 	RateLimitedFrames uint64 `json:"rate_limited_frames"`
 }
 
@@ -604,18 +608,18 @@ func startGroups(ctx context.Context, opts Options, scheme *sign.Scheme, dir str
 	start := func(a *agent, initiator bool, boot []string) error {
 		cfg := negotiate.NodeConfig{
 			Key: a.key, Chain: a.ch, Policy: negotiate.AcceptAll, Logger: opts.Logger,
-			Host: negotiate.HostConfig{Listen: listenAddrs(opts.Transport), Bootstrap: boot, Logger: opts.Logger,
+			Host: transport.Config{Listen: listenAddrs(opts.Transport), Bootstrap: boot, Logger: opts.Logger,
 				PeerFramesPerSecond: benchFramesPerSecond, PeerFrameBurst: benchFramesPerSecond / 10,
 				MaxConnections: connsPerNode},
 			ResolveInitial: 500 * time.Millisecond, ResolveMax: 2 * time.Second,
 		}
 		cfg.OnEvent = func(ev negotiate.Event) { rec.onEvent(ev, initiator) }
-		if tr := rec.tracer; tr != nil {
-			role := a.role
-			cfg.Trace = func(ev negotiate.TraceEvent) { tr.add(ev, role) }
-		}
 		sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
+		if tr := rec.tracer; tr != nil {
+			role := a.role
+			sctx = hooks.With(sctx, &hooks.Hooks{Trace: func(ev hooks.TraceEvent) { tr.add(ev, role) }})
+		}
 		n, err := negotiate.StartNode(sctx, cfg)
 		if err != nil {
 			return fmt.Errorf("bench: start node: %w", err)
@@ -737,7 +741,7 @@ func (r *setupReporter) step(stage string, total int) {
 // DHT. After each failed lookup the target publishes its record again: with
 // many nodes starting at once, its first publish may have reached only the
 // peers it knew then.
-func resolveOne(ctx context.Context, h, target *negotiate.Host) (*protocol.AgentInfo, error) {
+func resolveOne(ctx context.Context, h, target *transport.Host) (*protocol.AgentInfo, error) {
 	id := target.AgentID()
 	deadline := time.Now().Add(resolveTimeout)
 	for {
@@ -935,7 +939,7 @@ func checkChains(ctx context.Context, groups []*group, res *Result) {
 		for pi, a := range g.agents {
 			a.node.Close()
 			name := fmt.Sprintf("group %d party %d (%s)", gi, pi, a.key.AgentID().Short())
-			if verr := a.ch.Verify(chain.VerifyOptions{CheckPayload: negotiate.CheckAgreementEntry, Agent: a.key.AgentID()}); verr != nil {
+			if verr := a.ch.Verify(chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry, Agent: a.key.AgentID()}); verr != nil {
 				res.ChainsBroken = append(res.ChainsBroken, fmt.Sprintf("%s: verify: %v", name, verr))
 				continue
 			}
@@ -954,7 +958,7 @@ func checkChains(ctx context.Context, groups []*group, res *Result) {
 }
 
 // pacer keeps one group's session starts under the receivers' per-peer
-// frame limit: a token bucket mirroring negotiate.PeerFramesPerSecond.
+// frame limit: a token bucket mirroring transport.PeerFramesPerSecond.
 type pacer struct {
 	on     bool
 	tokens float64
@@ -962,7 +966,7 @@ type pacer struct {
 }
 
 func newPacer(on bool) pacer {
-	return pacer{on: on, tokens: negotiate.PeerFrameBurst - framesPerSessionPerPeer, last: time.Now()}
+	return pacer{on: on, tokens: transport.PeerFrameBurst - framesPerSessionPerPeer, last: time.Now()}
 }
 
 func (p *pacer) wait(ctx context.Context) {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
 )
 
 // TestRunTiny runs a real two-party bench of five sessions, with the
@@ -128,12 +128,12 @@ func TestRunBadOptions(t *testing.T) {
 // TestIdleHeap checks that sessions left pending are counted and cost heap.
 func TestIdleHeap(t *testing.T) {
 	// More than one peer may hold open with an agent: several initiators.
-	res, err := IdleHeap(negotiate.MaxOpenSessionsPerPeer+50, "ed25519")
+	res, err := IdleHeap(engine.MaxOpenSessionsPerPeer+50, "ed25519")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("%+v", res)
-	if res.Sessions != negotiate.MaxOpenSessionsPerPeer+50 || res.ParticipantBytes == 0 || res.PerSessionBytes < 100 {
+	if res.Sessions != engine.MaxOpenSessionsPerPeer+50 || res.ParticipantBytes == 0 || res.PerSessionBytes < 100 {
 		t.Fatalf("implausible: %+v", res)
 	}
 	if _, err := IdleHeap(0, "ed25519"); !errors.Is(err, ErrBadOptions) {

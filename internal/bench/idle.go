@@ -5,15 +5,16 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/internal/heap"
-	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
 )
 
 // MaxIdleSessions bounds IdleHeap: the engine's own cap on open sessions.
-const MaxIdleSessions = negotiate.MaxOpenSessions
+const MaxIdleSessions = engine.MaxOpenSessions
 
 const (
 	// idleDeadline keeps the idle sessions far from their deadline.
@@ -66,20 +67,20 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 	}
 	started := time.Now()
 	base := heap.Live()
-	par, err := negotiate.NewEngine(negotiate.CoreConfig{Key: k2, Head: chain.Head{}})
+	par, err := engine.NewEngine(engine.CoreConfig{Key: k2, Head: chain.Head{}})
 	if err != nil {
 		return nil, err
 	}
-	var inis []*negotiate.Engine
+	var inis []*engine.Engine
 	var k1 *sign.PrivateKey
 	now := time.Now().UnixMilli()
 	for i := 0; i < n; i++ {
-		if i%negotiate.MaxOpenSessionsPerPeer == 0 {
+		if i%engine.MaxOpenSessionsPerPeer == 0 {
 			k1, err = scheme.GenerateKey()
 			if err != nil {
 				return nil, fmt.Errorf("bench: idle: key: %w", err)
 			}
-			e, err := negotiate.NewEngine(negotiate.CoreConfig{Key: k1, Head: chain.Head{}})
+			e, err := engine.NewEngine(engine.CoreConfig{Key: k1, Head: chain.Head{}})
 			if err != nil {
 				return nil, err
 			}
@@ -113,8 +114,8 @@ func IdleHeap(n int, schemeName string) (*HeapResult, error) {
 
 // proposeIdle starts one two-party session at ini and delivers its
 // proposal, really sealed and opened, to par, which leaves it pending.
-func proposeIdle(key *sign.PrivateKey, ini, par *negotiate.Engine, terms []byte, now int64) error {
-	out := ini.Step(negotiate.Input{Now: now, Start: &negotiate.Start{
+func proposeIdle(key *sign.PrivateKey, ini, par *engine.Engine, terms []byte, now int64) error {
+	out := ini.Step(engine.Input{Now: now, Start: &engine.Start{
 		Session: protocol.NewSessionID(), Parties: []protocol.Party{ini.Self(), par.Self()}, Terms: terms,
 		Deadline: now + idleDeadline.Milliseconds(),
 	}})
@@ -135,7 +136,7 @@ func proposeIdle(key *sign.PrivateKey, ini, par *negotiate.Engine, terms []byte,
 		if err != nil {
 			return fmt.Errorf("open: %w", err)
 		}
-		pout := par.Step(negotiate.Input{Now: now, Message: &negotiate.Received{
+		pout := par.Step(engine.Input{Now: now, Message: &engine.Received{
 			From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
 		}})
 		if pout.Err != nil {

@@ -8,11 +8,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/internal/hooks"
 )
 
 // TimelineStep is one moment of the median session timeline
-// (Options.Trace): which party, which negotiate.TracePoint (and message
+// (Options.Trace): which party, which hooks.TracePoint (and message
 // type), and when, in µs from Propose (AtUs) and from the step before
 // (StepUs).
 type TimelineStep struct {
@@ -33,7 +33,7 @@ type tracer struct {
 type tracedEvent struct {
 	at    time.Time
 	role  string
-	point negotiate.TracePoint
+	point hooks.TracePoint
 	typ   string
 }
 
@@ -56,7 +56,7 @@ func (t *tracer) started(session string, at time.Time) {
 }
 
 // add records one node's trace event; role names the node's party.
-func (t *tracer) add(ev negotiate.TraceEvent, role string) {
+func (t *tracer) add(ev hooks.TraceEvent, role string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.events[ev.Session] = append(t.events[ev.Session], tracedEvent{at: ev.At, role: role, point: ev.Point, typ: ev.Type})

@@ -1,4 +1,4 @@
-package negotiate
+package engine
 
 import (
 	"fmt"
@@ -28,12 +28,12 @@ func (e *Engine) evictDue(now int64) {
 		return
 	}
 	e.lastEvict = now
-	e.evict(now, keep)
+	e.Evict(now, keep)
 }
 
-// evict drops from memory the sessions that ended at least retainMillis
+// Evict drops from memory the sessions that ended at least retainMillis
 // before now and whose deadline has passed, and returns how many.
-func (e *Engine) evict(now, retainMillis int64) int {
+func (e *Engine) Evict(now, retainMillis int64) int {
 	n := 0
 	for id, s := range e.sessions {
 		if !droppable(s.final, s.since, s.deadline, now, retainMillis) {
@@ -73,10 +73,10 @@ func (e *Engine) load(id string) error {
 // ended.
 func (e *Engine) Held() int { return len(e.sessions) }
 
-// checkpointInfo reports a session from its durable checkpoint without
+// CheckpointInfo reports a session from its durable checkpoint without
 // holding it, and whether it is a tombstone (a refusal of a session this
 // agent never knew).
-func (e *Engine) checkpointInfo(id string, checkpoint []byte) (SessionInfo, bool, error) {
+func (e *Engine) CheckpointInfo(id string, checkpoint []byte) (SessionInfo, bool, error) {
 	s, err := restoreSession(e, id, checkpoint)
 	if err != nil {
 		return SessionInfo{}, false, fmt.Errorf("negotiate: session %s: %w", id, err)
@@ -90,12 +90,12 @@ func droppable(final State, since, deadline, now, retainMillis int64) bool {
 	return final != "" && now-since >= retainMillis && now >= deadline
 }
 
-// checkpointDroppable reports whether the session of a checkpoint is one
+// CheckpointDroppable reports whether the session of a checkpoint is one
 // evict would drop at now, reading only its state and times; a driver
 // starting up leaves such sessions on disk instead of handing them to
 // NewEngine. A checkpoint it cannot read is not droppable (NewEngine then
 // reports it).
-func checkpointDroppable(checkpoint []byte, now, retainMillis int64) bool {
+func CheckpointDroppable(checkpoint []byte, now, retainMillis int64) bool {
 	var head struct {
 		Final    State `cbor:"final"`
 		Since    int64 `cbor:"since"`
@@ -121,3 +121,6 @@ func (in Input) Session() string {
 	}
 	return ""
 }
+
+// Holds reports whether the session id is in memory (not dropped).
+func (e *Engine) Holds(id string) bool { return e.sessions[id] != nil }

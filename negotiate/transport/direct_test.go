@@ -1,4 +1,4 @@
-package negotiate
+package transport
 
 import (
 	"bytes"
@@ -224,7 +224,7 @@ func TestDirectBadFrames(t *testing.T) {
 			} else if err == nil {
 				t.Fatal("got an answer to a frame that cannot be opened")
 			}
-			st := hostTestWaitStat(t, b, "refusal", func(s HostStats) bool { return s.Refused > before })
+			st := hostTestWaitStat(t, b, "refusal", func(s Stats) bool { return s.Refused > before })
 			if !strings.Contains(st.LastRefusal, tc.want) {
 				t.Fatalf("refusal %q, want one containing %q", st.LastRefusal, tc.want)
 			}

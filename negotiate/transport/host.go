@@ -1,4 +1,4 @@
-package negotiate
+package transport
 
 import (
 	"context"
@@ -58,9 +58,9 @@ var (
 	ErrHostClosed = errors.New("negotiate: host closed")
 )
 
-// HostConfig configures a Host. The zero value of every field but Key is
+// Config configures a Host. The zero value of every field but Key is
 // usable.
-type HostConfig struct {
+type Config struct {
 	// Key is the agent key: it signs messages and the agent record.
 	// Required.
 	Key *sign.PrivateKey
@@ -96,9 +96,29 @@ type HostConfig struct {
 	// hosts share one machine (`negotiate bench` with many pairs), where
 	// every connection costs a file descriptor at both ends.
 	MaxConnections int
+	// Libp2p, when set, is a libp2p host the application already runs; the
+	// Host then adds its two protocols (protocol.ProtocolSession and
+	// protocol.ProtocolMsg) and its DHT agent record to it instead of
+	// making a host of its own, and Close removes them but leaves the
+	// libp2p host running (the application owns it). Listen, PeerKeyFile
+	// and MaxConnections are then ignored. The host must offer what the
+	// protocol needs: a secure channel that authenticates peer IDs (Noise
+	// or TLS, as libp2p.New sets up by default), a stream muxer, a
+	// transport its peers can dial, and resource limits that let through
+	// MaxInboundStreamsPerPeer streams per peer on each protocol. A host
+	// on go-libp2p's mock network (p2p/net/mock) works for simulations.
+	Libp2p host.Host
+	// DHT, when set (with Libp2p), is the application's Kademlia DHT on
+	// that host, used to publish and find agent records instead of one the
+	// Host starts itself. It must be built with the options DHTOptions
+	// returns (the /negotiate protocol prefix and the agent record
+	// validator), or records will be refused or never found. Close leaves
+	// it running. Nil: the Host runs a DHT of its own on the host, which
+	// coexists with any other DHT there (protocol IDs differ).
+	DHT *dht.IpfsDHT
 }
 
-// DefaultListenAddrs are the listen addresses when HostConfig.Listen is
+// DefaultListenAddrs are the listen addresses when Config.Listen is
 // empty: TCP and QUIC on loopback with random ports.
 var DefaultListenAddrs = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
 
@@ -140,6 +160,10 @@ type Host struct {
 	lastPubErr error
 
 	stats hostCounters
+
+	// ownHost / ownDHT: Close closes them (false when the application
+	// handed them in through Config.Libp2p / Config.DHT).
+	ownHost, ownDHT bool
 }
 
 // hostOutStream is the reusable outbound session stream to one peer.
@@ -159,8 +183,8 @@ type hostCounters struct {
 	lastRefusal   atomic.Pointer[string]
 }
 
-// HostStats counts what the host did since it started.
-type HostStats struct {
+// Stats counts what the host did since it started.
+type Stats struct {
 	// FramesIn counts inbound frames (session and direct) that were
 	// accepted and handed on.
 	FramesIn uint64 `json:"frames_in"`
@@ -190,14 +214,14 @@ type PeerInfo struct {
 	Agent sign.AgentID `json:"agent,omitempty"`
 }
 
-// NewHost starts a libp2p host for cfg.Key: it listens, joins the DHT
+// New starts a libp2p host for cfg.Key: it listens, joins the DHT
 // through cfg.Bootstrap, starts mDNS if asked, and publishes the agent
 // record (then republishes it every AgentRecordRepublish and whenever the
 // listen addresses change). Bootstrap peers that cannot be reached are
 // logged, not fatal: the node keeps trying to publish.
-func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
+func New(ctx context.Context, cfg Config) (*Host, error) {
 	if cfg.Key == nil {
-		return nil, errors.New("negotiate: host: HostConfig.Key (the agent key) is required")
+		return nil, errors.New("negotiate: host: Config.Key (the agent key) is required")
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -215,6 +239,44 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	lh, owned := cfg.Libp2p, false
+	if lh == nil {
+		if lh, err = newLibp2pHost(cfg, listen); err != nil {
+			return nil, err
+		}
+		owned = true
+	} else if cfg.DHT != nil && cfg.DHT.Host() != lh {
+		return nil, errors.New("negotiate: host: Config.DHT runs on another libp2p host than Config.Libp2p")
+	}
+	hctx, cancel := context.WithCancel(context.Background())
+	h := &Host{
+		key:       cfg.Key,
+		self:      cfg.Key.AgentID(),
+		h:         lh,
+		log:       logger.With("agent", cfg.Key.AgentID().Short()),
+		now:       now,
+		lim:       newHostLimiter(cfg.PeerFramesPerSecond, cfg.PeerFrameBurst),
+		inbox:     newHostInbox(),
+		ctx:       hctx,
+		cancel:    cancel,
+		republish: make(chan struct{}, 1),
+		out:       make(map[peer.ID]*hostOutStream),
+		records:   make(map[sign.AgentID]*hostCachedRecord),
+		ownHost:   owned,
+	}
+	h.guard.Store(protocol.NewReplayGuard(0, 0))
+	if err := h.hostStartDiscovery(ctx, cfg.DHT, bootstrap, cfg.MDNS); err != nil {
+		h.Close()
+		return nil, err
+	}
+	lh.SetStreamHandler(protocol.ProtocolSession, h.hostHandleSession)
+	lh.SetStreamHandler(protocol.ProtocolMsg, h.hostHandleDirect)
+	return h, nil
+}
+
+// newLibp2pHost makes the libp2p host a Host owns: TCP and QUIC, Noise and
+// TLS, yamux, the resource manager with explicit limits.
+func newLibp2pHost(cfg Config, listen []string) (host.Host, error) {
 	peerKey, err := hostLoadPeerKey(cfg.PeerKeyFile)
 	if err != nil {
 		return nil, err
@@ -249,29 +311,7 @@ func NewHost(ctx context.Context, cfg HostConfig) (*Host, error) {
 		rm.Close()
 		return nil, fmt.Errorf("negotiate: host: start libp2p on %v: %w", listen, err)
 	}
-	hctx, cancel := context.WithCancel(context.Background())
-	h := &Host{
-		key:       cfg.Key,
-		self:      cfg.Key.AgentID(),
-		h:         lh,
-		log:       logger.With("agent", cfg.Key.AgentID().Short()),
-		now:       now,
-		lim:       newHostLimiter(cfg.PeerFramesPerSecond, cfg.PeerFrameBurst),
-		inbox:     newHostInbox(),
-		ctx:       hctx,
-		cancel:    cancel,
-		republish: make(chan struct{}, 1),
-		out:       make(map[peer.ID]*hostOutStream),
-		records:   make(map[sign.AgentID]*hostCachedRecord),
-	}
-	h.guard.Store(protocol.NewReplayGuard(0, 0))
-	if err := h.hostStartDiscovery(ctx, bootstrap, cfg.MDNS); err != nil {
-		h.Close()
-		return nil, err
-	}
-	lh.SetStreamHandler(protocol.ProtocolSession, h.hostHandleSession)
-	lh.SetStreamHandler(protocol.ProtocolMsg, h.hostHandleDirect)
-	return h, nil
+	return lh, nil
 }
 
 // hostParseBootstrap parses bootstrap multiaddrs, each with /p2p/<id>.
@@ -394,8 +434,8 @@ func (h *Host) Peers() []PeerInfo {
 }
 
 // Stats returns the host's counters.
-func (h *Host) Stats() HostStats {
-	s := HostStats{
+func (h *Host) Stats() Stats {
+	s := Stats{
 		FramesIn:      h.stats.framesIn.Load(),
 		FramesOut:     h.stats.framesOut.Load(),
 		Refused:       h.stats.refused.Load(),
@@ -442,11 +482,16 @@ func (h *Host) Close() error {
 	if h.mdns != nil {
 		errs = append(errs, h.mdns.Close())
 	}
-	if h.dht != nil {
+	if h.dht != nil && h.ownDHT {
 		errs = append(errs, h.dht.Close())
 	}
 	h.wg.Wait()
-	errs = append(errs, h.h.Close())
+	if h.ownHost {
+		errs = append(errs, h.h.Close())
+	} else {
+		h.h.RemoveStreamHandler(protocol.ProtocolSession)
+		h.h.RemoveStreamHandler(protocol.ProtocolMsg)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("negotiate: close host: %w", err)
 	}

@@ -1,4 +1,4 @@
-package negotiate
+package engine
 
 import (
 	"fmt"
@@ -168,7 +168,7 @@ func BenchmarkCoreEndedSessionMemory(b *testing.B) {
 				c.now += 2
 				if drop {
 					for _, e := range c.engines {
-						e.evict(c.now, 0)
+						e.Evict(c.now, 0)
 					}
 				}
 			}

@@ -1,9 +1,8 @@
-package negotiate
+package engine
 
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -176,7 +175,7 @@ func TestCoreEvictKeepsOpenAndRecent(t *testing.T) {
 		{"after both", deadline + 1, 1, false},
 	}
 	for _, tc := range tests {
-		a.eng.evict(tc.now, tc.retain)
+		a.eng.Evict(tc.now, tc.retain)
 		if got := (a.eng.sessions[done] != nil); got != tc.wantDone {
 			t.Errorf("%s: ended session held = %v, want %v", tc.name, got, tc.wantDone)
 		}
@@ -223,21 +222,8 @@ func TestCheckpointDroppable(t *testing.T) {
 		{"empty", nil, deadline + 10, 0, false},
 	}
 	for _, tc := range tests {
-		if got := checkpointDroppable(tc.checkpoint, tc.now, tc.retain); got != tc.want {
+		if got := CheckpointDroppable(tc.checkpoint, tc.now, tc.retain); got != tc.want {
 			t.Errorf("%s: droppable = %v, want %v", tc.name, got, tc.want)
-		}
-	}
-
-	// A starting node loads the open session only, or both when told to
-	// keep every session.
-	for _, keep := range []time.Duration{time.Millisecond, -1} {
-		cps, err := startupCheckpoints(a.ch, deadline+10, keep)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, hasDone := cps[done]
-		if _, hasOpen := cps[open]; !hasOpen || hasDone != (keep < 0) || len(cps) != 1+map[bool]int{true: 1}[keep < 0] {
-			t.Errorf("keep %v: startup loads %d checkpoints (open %v, ended %v)", keep, len(cps), hasOpen, hasDone)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package negotiate
+package transport
 
 import (
 	"context"
@@ -182,18 +182,30 @@ type hostCachedRecord struct {
 	fetched time.Time
 }
 
-// hostStartDiscovery starts the DHT, connects to the bootstrap peers,
-// starts mDNS and the publish loop.
-func (h *Host) hostStartDiscovery(ctx context.Context, bootstrap []peer.AddrInfo, useMDNS bool) error {
-	d, err := dht.New(h.h,
+// DHTOptions are the options a Kademlia DHT needs to carry agent records:
+// the /negotiate protocol prefix (a DHT of its own, apart from the public
+// IPFS one), server mode, and the agent record validator for the
+// AgentRecordNamespace. now is the clock for record expiry (nil:
+// time.Now). An application that hands its own DHT to the Host
+// (Config.DHT) builds it with these.
+func DHTOptions(now func() time.Time) []dht.Option {
+	return []dht.Option{
 		dht.ProtocolPrefix(protocol.DHTPrefix),
 		dht.Mode(dht.ModeServer),
-		dht.Validator(record.NamespacedValidator{AgentRecordNamespace: AgentRecordValidator{Now: h.now}}),
-		dht.DisableProviders(),
-		dht.BootstrapPeers(bootstrap...),
-	)
-	if err != nil {
-		return fmt.Errorf("negotiate: start DHT: %w", err)
+		dht.Validator(record.NamespacedValidator{AgentRecordNamespace: AgentRecordValidator{Now: now}}),
+	}
+}
+
+// hostStartDiscovery starts the DHT, connects to the bootstrap peers,
+// starts mDNS and the publish loop.
+func (h *Host) hostStartDiscovery(ctx context.Context, d *dht.IpfsDHT, bootstrap []peer.AddrInfo, useMDNS bool) error {
+	if d == nil {
+		var err error
+		d, err = dht.New(h.h, append(DHTOptions(h.now), dht.DisableProviders(), dht.BootstrapPeers(bootstrap...))...)
+		if err != nil {
+			return fmt.Errorf("negotiate: start DHT: %w", err)
+		}
+		h.ownDHT = true
 	}
 	h.dht = d
 	if _, err := h.hostSignOwnRecord(); err != nil {

@@ -1,4 +1,4 @@
-package negotiate
+package transport
 
 import (
 	"context"
@@ -321,7 +321,7 @@ func TestDiscoveryPublishedAndMDNS(t *testing.T) {
 	}
 	// mDNS starts and stops cleanly (discovery itself needs multicast on
 	// a LAN, which tests do not rely on).
-	h, err := NewHost(context.Background(), HostConfig{Key: hostTestKey(t, "mdns"), MDNS: true})
+	h, err := New(context.Background(), Config{Key: hostTestKey(t, "mdns"), MDNS: true})
 	if err != nil {
 		t.Skipf("mDNS unavailable here: %v", err)
 	}

@@ -1,4 +1,4 @@
-package negotiate
+package transport
 
 import (
 	"context"
@@ -53,7 +53,7 @@ func hostTestNew(t testing.TB, name string, bootstrap ...*Host) *Host {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	h, err := NewHost(ctx, HostConfig{Key: hostTestKey(t, name), Bootstrap: boot, Logger: hostTestLogger()})
+	h, err := New(ctx, Config{Key: hostTestKey(t, name), Bootstrap: boot, Logger: hostTestLogger()})
 	if err != nil {
 		t.Fatalf("start host %s: %v", name, err)
 	}
@@ -118,7 +118,7 @@ func hostTestRawStream(t testing.TB, from, to *Host, proto string) network.Strea
 }
 
 // hostTestWaitStat waits until cond holds for h's stats.
-func hostTestWaitStat(t testing.TB, h *Host, what string, cond func(HostStats) bool) HostStats {
+func hostTestWaitStat(t testing.TB, h *Host, what string, cond func(Stats) bool) Stats {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -260,13 +260,13 @@ func TestHostPeerKeyPersistsPeerID(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "peer.key")
 	key := hostTestKey(t, "persist")
 	ctx := context.Background()
-	h1, err := NewHost(ctx, HostConfig{Key: key, PeerKeyFile: path})
+	h1, err := New(ctx, Config{Key: key, PeerKeyFile: path})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id1 := h1.PeerID()
 	h1.Close()
-	h2, err := NewHost(ctx, HostConfig{Key: key, PeerKeyFile: path})
+	h2, err := New(ctx, Config{Key: key, PeerKeyFile: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,19 +283,19 @@ func TestHostConfigErrors(t *testing.T) {
 	key := hostTestKey(t, "cfg")
 	tests := []struct {
 		name string
-		cfg  HostConfig
+		cfg  Config
 		want string
 	}{
-		{"no key", HostConfig{}, "Key (the agent key) is required"},
-		{"bad bootstrap", HostConfig{Key: key, Bootstrap: []string{"/ip4/127.0.0.1/tcp/1"}}, "bootstrap address"},
-		{"bad listen", HostConfig{Key: key, Listen: []string{"/nonsense"}}, "start libp2p"},
+		{"no key", Config{}, "Key (the agent key) is required"},
+		{"bad bootstrap", Config{Key: key, Bootstrap: []string{"/ip4/127.0.0.1/tcp/1"}}, "bootstrap address"},
+		{"bad listen", Config{Key: key, Listen: []string{"/nonsense"}}, "start libp2p"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h, err := NewHost(context.Background(), tc.cfg)
+			h, err := New(context.Background(), tc.cfg)
 			if err == nil {
 				h.Close()
-				t.Fatal("NewHost succeeded")
+				t.Fatal("New succeeded")
 			}
 			if !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("error %q, want one containing %q", err, tc.want)
@@ -450,7 +450,7 @@ func TestHostSessionBadFrames(t *testing.T) {
 			if _, err := s.Write(raw); err != nil {
 				t.Fatal(err)
 			}
-			st := hostTestWaitStat(t, b, "refusal", func(s HostStats) bool { return s.Refused > before.Refused })
+			st := hostTestWaitStat(t, b, "refusal", func(s Stats) bool { return s.Refused > before.Refused })
 			if !strings.Contains(st.LastRefusal, tc.want) {
 				t.Fatalf("refusal %q, want one containing %q", st.LastRefusal, tc.want)
 			}
@@ -539,7 +539,7 @@ func TestHostInboundLimits(t *testing.T) {
 		if _, err := s.Write(buf); err != nil {
 			t.Fatal(err)
 		}
-		hostTestWaitStat(t, b, "rate limiting", func(s HostStats) bool { return s.RateLimited > before })
+		hostTestWaitStat(t, b, "rate limiting", func(s Stats) bool { return s.RateLimited > before })
 	})
 }
 
@@ -551,13 +551,13 @@ func ExampleHost_Request() {
 	aliceKey, _ := scheme.GenerateKey()
 	bobKey, _ := scheme.GenerateKey()
 
-	alice, err := NewHost(ctx, HostConfig{Key: aliceKey})
+	alice, err := New(ctx, Config{Key: aliceKey})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer alice.Close()
-	bob, err := NewHost(ctx, HostConfig{Key: bobKey, Bootstrap: alice.Addrs()[:1]})
+	bob, err := New(ctx, Config{Key: bobKey, Bootstrap: alice.Addrs()[:1]})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -585,9 +585,9 @@ func ExampleHost_Send() {
 	scheme, _ := sign.SchemeByName(sign.DefaultScheme)
 	aliceKey, _ := scheme.GenerateKey()
 	bobKey, _ := scheme.GenerateKey()
-	alice, _ := NewHost(ctx, HostConfig{Key: aliceKey})
+	alice, _ := New(ctx, Config{Key: aliceKey})
 	defer alice.Close()
-	bob, _ := NewHost(ctx, HostConfig{Key: bobKey, Bootstrap: alice.Addrs()[:1]})
+	bob, _ := New(ctx, Config{Key: bobKey, Bootstrap: alice.Addrs()[:1]})
 	defer bob.Close()
 
 	got := make(chan *protocol.Envelope, 1)

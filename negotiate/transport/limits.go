@@ -1,4 +1,4 @@
-package negotiate
+package transport
 
 import (
 	"sync"
@@ -66,7 +66,7 @@ const (
 // Unexported limits and timings of the host.
 const (
 	// hostConnGracePeriod protects a new connection from the connection
-	// manager (HostConfig.MaxConnections) while it is set up and used.
+	// manager (Config.MaxConnections) while it is set up and used.
 	hostConnGracePeriod = 10 * time.Second
 	// hostSessionIdleTimeout closes an inbound session stream on which no
 	// frame arrived for this long, so idle peers do not pin goroutines.
@@ -99,7 +99,7 @@ const (
 	hostPublishRetryMin = 500 * time.Millisecond
 	hostPublishRetryMax = 30 * time.Second
 	// hostBootstrapTimeout bounds the initial connection to bootstrap peers
-	// and the first routing-table refresh, so NewHost returns promptly.
+	// and the first routing-table refresh, so New returns promptly.
 	hostBootstrapTimeout = 10 * time.Second
 	// hostRoutingTableWait bounds how long a lookup waits for a just
 	// connected peer to enter the DHT routing table.

@@ -1,4 +1,4 @@
-package negotiate_test
+package policy_test
 
 import (
 	"errors"
@@ -9,6 +9,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/negotiate-dev/negotiate/negotiate/engine"
+	"github.com/negotiate-dev/negotiate/negotiate/policy"
 
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -49,9 +52,9 @@ func mistype(id string, i int) string {
 	return id[:i] + string(c) + id[i+1:]
 }
 
-func mustPolicy(t testing.TB, text string) *negotiate.RulePolicy {
+func mustPolicy(t testing.TB, text string) *policy.Rules {
 	t.Helper()
-	p, err := negotiate.ParsePolicy([]byte(policyText(text)), "test.yaml")
+	p, err := policy.Parse([]byte(policyText(text)), "test.yaml")
 	if err != nil {
 		t.Fatalf("parse policy: %v", err)
 	}
@@ -61,7 +64,7 @@ func mustPolicy(t testing.TB, text string) *negotiate.RulePolicy {
 // proposalTo is round 1 proposed by bob (initiator) to this agent (participant).
 func proposalTo(terms map[string]any) negotiate.Proposal {
 	return negotiate.Proposal{
-		Session: "0123456789abcdef0123456789abcdef", Kind: negotiate.EvProposal, Role: negotiate.RoleParticipant,
+		Session: "0123456789abcdef0123456789abcdef", Kind: negotiate.EvProposal, Role: engine.RoleParticipant,
 		From: policyIDs["bob"], Initiator: policyIDs["bob"],
 		Parties: []sign.AgentID{policyIDs["bob"], policyIDs["alice"]}, Round: 1, MaxRounds: 8, Terms: terms,
 	}
@@ -70,7 +73,7 @@ func proposalTo(terms map[string]any) negotiate.Proposal {
 // counterFrom is bob's counter in round 1 to this agent's (alice's) proposal.
 func counterFrom(terms map[string]any) negotiate.Proposal {
 	return negotiate.Proposal{
-		Session: "0123456789abcdef0123456789abcdef", Kind: negotiate.EvCounter, Role: negotiate.RoleInitiator,
+		Session: "0123456789abcdef0123456789abcdef", Kind: negotiate.EvCounter, Role: engine.RoleInitiator,
 		From: policyIDs["bob"], Initiator: policyIDs["alice"],
 		Parties: []sign.AgentID{policyIDs["alice"], policyIDs["bob"]}, Round: 1, MaxRounds: 8, Terms: terms,
 	}
@@ -500,7 +503,7 @@ func TestRulePolicyEdges(t *testing.T) {
 		}
 	})
 	t.Run("nil policy", func(t *testing.T) {
-		var np *negotiate.RulePolicy
+		var np *policy.Rules
 		if _, ok := np.Decide(proposalTo(nil)); ok {
 			t.Fatal("a nil policy decided")
 		}
@@ -596,23 +599,23 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"json unknown field", `{"rules": [{"action": "accept", "form": []}]}`, 1, 33, "rules[0].form", `unknown field "form"`},
 		{"too deep", "rules: " + strings.Repeat("[", 40) + strings.Repeat("]", 40) + "\n", 1, 24, "", "nested too deeply"},
 		{"too indented", "rules:\n" + strings.Repeat("- ", 80) + "x\n", 2, 129, "", "nested too deeply"},
-		{"too large", "# " + strings.Repeat("x", negotiate.MaxPolicyBytes) + "\n", 0, 0, "", "larger than"},
+		{"too large", "# " + strings.Repeat("x", policy.MaxFileBytes) + "\n", 0, 0, "", "larger than"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			p, err := negotiate.ParsePolicy([]byte(policyText(tc.text)), "bad.yaml")
+			p, err := policy.Parse([]byte(policyText(tc.text)), "bad.yaml")
 			if err == nil {
 				t.Fatalf("parsed %+v, want an error", p)
 			}
 			if p != nil {
 				t.Errorf("returned a policy with the error")
 			}
-			if !errors.Is(err, negotiate.ErrBadPolicy) {
-				t.Errorf("error %v does not wrap ErrBadPolicy", err)
+			if !errors.Is(err, policy.ErrInvalid) {
+				t.Errorf("error %v does not wrap ErrInvalid", err)
 			}
-			var pe *negotiate.PolicyError
+			var pe *policy.Error
 			if !errors.As(err, &pe) {
-				t.Fatalf("error %T %v is not a *PolicyError", err, err)
+				t.Fatalf("error %T %v is not a *Error", err, err)
 			}
 			if pe.Source != "bad.yaml" || pe.Line != tc.line || pe.Column != tc.col || pe.Field != tc.field || !strings.Contains(pe.Msg, tc.msg) {
 				t.Errorf("got  %s:%d:%d field %q msg %q\nwant %s:%d:%d field %q msg containing %q",
@@ -638,7 +641,7 @@ func TestParsePolicyJSON(t *testing.T) {
   "default": "reject",
   "max_round": 4
 }`)
-	p, err := negotiate.ParsePolicy([]byte(text), "p.json")
+	p, err := policy.Parse([]byte(text), "p.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -657,7 +660,7 @@ func TestLoadPolicyFile(t *testing.T) {
 	if err := os.WriteFile(good, []byte(buyerPolicy), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p, err := negotiate.LoadPolicyFile(good)
+	p, err := policy.LoadFile(good)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -668,18 +671,18 @@ func TestLoadPolicyFile(t *testing.T) {
 	if err := os.WriteFile(bad, []byte("rules:\n  - action: sometimes\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	_, err = negotiate.LoadPolicyFile(bad)
-	if !errors.Is(err, negotiate.ErrBadPolicy) || !strings.HasPrefix(err.Error(), "policy "+bad+":2:13: rules[0].action: ") {
+	_, err = policy.LoadFile(bad)
+	if !errors.Is(err, policy.ErrInvalid) || !strings.HasPrefix(err.Error(), "policy "+bad+":2:13: rules[0].action: ") {
 		t.Errorf("error = %v, want one naming %s:2:13", err, bad)
 	}
-	if _, err := negotiate.LoadPolicyFile(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := policy.LoadFile(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v, want os.ErrNotExist", err)
 	}
 	big := filepath.Join(dir, "big.yaml")
-	if err := os.WriteFile(big, []byte("#"+strings.Repeat("x", negotiate.MaxPolicyBytes+10)), 0o644); err != nil {
+	if err := os.WriteFile(big, []byte("#"+strings.Repeat("x", policy.MaxFileBytes+10)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := negotiate.LoadPolicyFile(big); !errors.Is(err, negotiate.ErrBadPolicy) || !strings.Contains(err.Error(), "larger than") {
+	if _, err := policy.LoadFile(big); !errors.Is(err, policy.ErrInvalid) || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("big file: %v", err)
 	}
 }
@@ -687,7 +690,7 @@ func TestLoadPolicyFile(t *testing.T) {
 // The example policies shipped in examples/policies parse, and decide the
 // cases their comments describe.
 func TestExamplePolicies(t *testing.T) {
-	files, err := filepath.Glob(filepath.Join("..", "examples", "policies", "*"))
+	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "policies", "*"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -695,12 +698,12 @@ func TestExamplePolicies(t *testing.T) {
 		t.Fatal("no example policies found")
 	}
 	for _, f := range files {
-		if _, err := negotiate.LoadPolicyFile(f); err != nil {
+		if _, err := policy.LoadFile(f); err != nil {
 			t.Errorf("%v", err)
 		}
 	}
-	load := func(name string) *negotiate.RulePolicy {
-		p, err := negotiate.LoadPolicyFile(filepath.Join("..", "examples", "policies", name))
+	load := func(name string) *policy.Rules {
+		p, err := policy.LoadFile(filepath.Join("..", "..", "examples", "policies", name))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -716,7 +719,7 @@ func TestExamplePolicies(t *testing.T) {
 	buyer, seller := load("buyer.yaml"), load("seller.yaml")
 	tests := []struct {
 		name string
-		p    *negotiate.RulePolicy
+		p    *policy.Rules
 		in   negotiate.Proposal
 		rule string
 		want negotiate.Action // "" = ask
@@ -766,11 +769,11 @@ func FuzzParsePolicy(f *testing.F) {
 		proposalTo(nil),
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		p, err := negotiate.ParsePolicy(data, "fuzz.yaml")
+		p, err := policy.Parse(data, "fuzz.yaml")
 		if err != nil {
-			var pe *negotiate.PolicyError
-			if !errors.As(err, &pe) || !errors.Is(err, negotiate.ErrBadPolicy) {
-				t.Fatalf("error %T %v is not a *PolicyError", err, err)
+			var pe *policy.Error
+			if !errors.As(err, &pe) || !errors.Is(err, policy.ErrInvalid) {
+				t.Fatalf("error %T %v is not a *Error", err, err)
 			}
 			if p != nil {
 				t.Fatal("a policy came back with an error")
@@ -809,8 +812,8 @@ func BenchmarkRulePolicyDecide(b *testing.B) {
 	}
 }
 
-func ExampleParsePolicy() {
-	policy := `
+func ExampleParse() {
+	rules := `
 # A buyer: accept books up to 80, otherwise haggle down by 5 a round.
 rules:
   - name: cheap enough
@@ -827,7 +830,7 @@ rules:
 default: reject
 max_round: 6
 `
-	p, err := negotiate.ParsePolicy([]byte(policy), "buyer.yaml")
+	p, err := policy.Parse([]byte(rules), "buyer.yaml")
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -837,7 +840,7 @@ max_round: 6
 		{"item": "book", "price": uint64(92)},
 		{"item": "car", "price": uint64(10)},
 	} {
-		v := p.Evaluate(negotiate.Proposal{Kind: negotiate.EvProposal, Role: negotiate.RoleParticipant, Round: 1, Terms: terms})
+		v := p.Evaluate(negotiate.Proposal{Kind: negotiate.EvProposal, Role: engine.RoleParticipant, Round: 1, Terms: terms})
 		var counter map[string]any
 		if v.Decision.Action == negotiate.ActCounter {
 			_ = protocol.Unmarshal(v.Decision.Terms, &counter)
@@ -845,7 +848,7 @@ max_round: 6
 		fmt.Printf("%s at %v: %s %v %s\n", terms["item"], terms["price"], v.Decision.Action, counter, v.Why)
 	}
 
-	_, err = negotiate.ParsePolicy([]byte("rules:\n  - action: acept\n"), "typo.yaml")
+	_, err = policy.Parse([]byte("rules:\n  - action: acept\n"), "typo.yaml")
 	fmt.Println(err)
 	// Output:
 	// book at 70: accept map[] rule "cheap enough": accept
