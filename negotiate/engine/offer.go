@@ -33,12 +33,18 @@ import (
 func (e *Engine) startOffer(now int64, s *session, terms cbor.RawMessage, out *Output) {
 	s.offer = true
 	s.round, s.terms, s.termsHash = 1, terms, chain.Hash(sign.Hash(terms))
-	a := &protocol.Agreement{
-		Session: s.id, Round: 1, Terms: terms, TermsHash: s.termsHash,
-		Parties: s.parties, Deadline: s.deadline, Timestamp: now,
-	}
+	a := offerAgreement(s.id, terms, s.parties, s.deadline, now)
 	s.agreement, s.ah = a, AgreementHash(a)
 	e.signAndSend(now, s, out, nil)
+}
+
+// offerAgreement is the agreement an initiator signs when it offers terms
+// at now: round 1, the terms as given.
+func offerAgreement(session string, terms cbor.RawMessage, parties []protocol.Party, deadline, now int64) *protocol.Agreement {
+	return &protocol.Agreement{
+		Session: session, Round: 1, Terms: terms, TermsHash: chain.Hash(sign.Hash(terms)),
+		Parties: parties, Deadline: deadline, Timestamp: now,
+	}
 }
 
 // offerBody is the Offer of session s with the initiator's Ready.

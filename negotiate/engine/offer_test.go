@@ -482,3 +482,39 @@ func TestCoreOfferRefusedOtherAgreementThenRestart(t *testing.T) {
 		t.Fatalf("the refusal after the restart: %d writes, sends %+v", len(out.Persist), out.Send)
 	}
 }
+
+// The initiator consults SignCheck too, before it signs anything: a
+// negotiated session it would not sign aborts for every party with no
+// lock or write anywhere, and a signed offer it would not sign is refused
+// before anything changes.
+func TestCoreInitiatorSignCheck(t *testing.T) {
+	no := func(*protocol.Agreement) error { return errors.New("over the limit") }
+	t.Run("negotiated", func(t *testing.T) {
+		n := newCoreNet(t, "a", "b")
+		a, b := n.nodes[0], n.nodes[1]
+		a.eng.cfg.SignCheck = no
+		b.policy = acceptAll
+		id := n.propose(a, []*coreNode{b}, terms(t, map[string]any{"price": 9000}), 0)
+		n.run(60_000)
+		n.checkInvariants(id, n.nodes, StateAborted)
+		for _, nd := range n.nodes {
+			if len(nd.writes) != 0 {
+				t.Errorf("%d durable writes at a party; the initiator refused before anyone signed", len(nd.writes))
+			}
+		}
+		o, err := a.eng.Outcome(id)
+		if err != nil || o == nil || !strings.Contains(o.Reason, "over the limit") {
+			t.Fatalf("initiator's outcome %+v, %v: want aborted naming the check", o, err)
+		}
+	})
+	t.Run("offer", func(t *testing.T) {
+		n := newCoreNet(t, "a", "b")
+		a, b := n.nodes[0], n.nodes[1]
+		a.eng.cfg.SignCheck = no
+		out := n.step(a, Input{Start: &Start{Session: protocol.NewSessionID(), Parties: []protocol.Party{n.party(a), n.party(b)},
+			Terms: terms(t, map[string]any{"price": 9000}), Deadline: n.now + 60_000, Offer: true}})
+		if out.Err == nil || !strings.Contains(out.Err.Error(), "over the limit") || len(out.Persist)+len(out.Send) != 0 || a.eng.Held() != 0 {
+			t.Fatalf("offer the initiator would not sign: err %v, %d writes, %d sends, %d sessions held; want refused, nothing done", out.Err, len(out.Persist), len(out.Send), a.eng.Held())
+		}
+	})
+}

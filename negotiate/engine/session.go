@@ -220,6 +220,12 @@ func (e *Engine) start(now int64, st *Start, out *Output) error {
 		}
 		maxRounds = 1
 	}
+	if st.Offer && e.cfg.SignCheck != nil {
+		// A signed offer is signed at once: check before anything changes.
+		if err := e.cfg.SignCheck(offerAgreement(st.Session, terms, st.Parties, st.Deadline, now)); err != nil {
+			return fmt.Errorf("negotiate: offer: check before signing failed: %w", err)
+		}
+	}
 	s := e.newSession(st.Session, RoleInitiator, append([]protocol.Party(nil), st.Parties...), now)
 	s.deadline, s.maxRounds, s.witness = st.Deadline, maxRounds, st.Witness
 	e.sessions[s.id] = s
@@ -518,7 +524,7 @@ func (e *Engine) decide(now int64, d *Decision, out *Output) error {
 		return fmt.Errorf("negotiate: %s: %w %s", d.Action, ErrUnknownSession, d.Session)
 	}
 	if s.final != "" {
-		return fmt.Errorf("negotiate: %s: session %s already ended (%s)", d.Action, s.id, s.final)
+		return fmt.Errorf("negotiate: %s: session %s already ended (%s): %w", d.Action, s.id, s.final, ErrNotYourTurn)
 	}
 	if len(d.Reason) > protocol.MaxReasonBytes {
 		return fmt.Errorf("negotiate: reason is %d bytes, the limit is %d: shorten it", len(d.Reason), protocol.MaxReasonBytes)
@@ -611,6 +617,13 @@ func (e *Engine) beginSigning(now int64, s *session, out *Output) {
 		s.busy = true
 		e.abortAll(now, s, fmt.Sprintf("initiator %s is busy: its chain is locked by session %s", e.self.ID.Short(), e.lock.Session), out)
 		return
+	}
+	if e.cfg.SignCheck != nil {
+		// Nothing is locked or signed yet: the initiator may still abort.
+		if err := e.cfg.SignCheck(a); err != nil {
+			e.abortAll(now, s, truncateUTF8("initiator's check before signing failed: "+err.Error(), protocol.MaxReasonBytes), out)
+			return
+		}
 	}
 	// The preflight carries no signature: it may leave before the
 	// initiator's own lock write, so the parties lock in parallel.
