@@ -23,6 +23,7 @@ import (
 
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/internal/control"
+	"github.com/negotiate-dev/negotiate/internal/ui"
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/sign"
 )
@@ -47,6 +48,14 @@ type nodeFile struct {
 	Addrs   []string     `json:"addrs"`
 	Socket  string       `json:"socket"`
 	Metrics string       `json:"metrics,omitempty"` // URL of the metrics endpoint
+	UI      string       `json:"ui,omitempty"`      // URL of the dashboard (log in with <home>/ui.token)
+}
+
+// startLine is what `node --json` prints at start: node.json plus the
+// dashboard's login URL (which holds the token, so it stays out of node.json).
+type startLine struct {
+	nodeFile
+	UILogin string `json:"ui_login,omitempty"`
 }
 
 // daemon is a running node as the CLI runs it: the libp2p host, the chain
@@ -59,6 +68,9 @@ type daemon struct {
 	node  *negotiate.Node
 	srv   *control.Server
 	log   *slog.Logger
+	// events fans engine events and arriving direct messages out to
+	// GET /v1/events (the dashboard, `negotiate events`).
+	events *control.EventHub
 }
 
 // routeRegistrars add control routes to a starting node; other files of
@@ -80,6 +92,8 @@ func nodeCommand() *cli.Command {
 			&cli.StringFlag{Name: "metrics", Usage: "serve Prometheus metrics on `ADDR` (host:port) at /metrics"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "policy", Usage: "decide proposals unattended with the policy in `FILE` (YAML or JSON, see docs/policy.md)"},
+			&cli.StringFlag{Name: "ui", Usage: "serve the web dashboard on `ADDR` (host:port, loopback unless --ui-allow-remote; e.g. 127.0.0.1:7070); prints its login URL"},
+			&cli.BoolFlag{Name: "ui-allow-remote", Usage: "let --ui listen on a non-loopback address (anyone who can reach it still needs the token)"},
 			&cli.DurationFlag{Name: "keep-ended", Value: negotiate.DefaultEndedRetention, Usage: "keep an ended session in memory this `LONG` after it ended and its deadline passed; then only its checkpoint on disk answers for it (0: keep every session in memory)"},
 		),
 		Action: runNode,
@@ -117,6 +131,14 @@ func runNode(c *cli.Context) error {
 		return usageErr("the control socket path %s is %d bytes, the limit is %d: use a shorter --home", h.socket(), n, maxSocketPath)
 	}
 	log := slog.New(slog.NewTextHandler(c.App.ErrWriter, &slog.HandlerOptions{Level: level}))
+	uiAddr, uiRemote := c.String("ui"), c.Bool("ui-allow-remote")
+	if uiAddr != "" {
+		if err := ui.CheckListenAddr(uiAddr, uiRemote); err != nil {
+			return usageErr("--ui: %v", err)
+		}
+	} else if uiRemote {
+		return usageErr("--ui-allow-remote needs --ui ADDR")
+	}
 	key, err := h.loadKey()
 	if err != nil {
 		return err
@@ -153,6 +175,7 @@ func runNode(c *cli.Context) error {
 	if crashHook != nil {
 		ctx = hooks.With(ctx, &hooks.Hooks{Crash: crashHook})
 	}
+	events := control.NewEventHub()
 	node, err := negotiate.StartNode(ctx, negotiate.NodeConfig{
 		Key:   key,
 		Chain: ch,
@@ -166,20 +189,23 @@ func runNode(c *cli.Context) error {
 		Policy:         decider,
 		Logger:         log,
 		EndedRetention: keepEnded,
+		OnEvent:        func(ev negotiate.Event) { events.Publish(controlEvent(ev)) },
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)
 	}
 	defer node.Close()
 	host := node.Host()
-	d := &daemon{home: h, key: key, chain: ch, host: host, node: node, log: log}
+	d := &daemon{home: h, key: key, chain: ch, host: host, node: node, log: log, events: events}
 
 	local := control.NewLocal(ch)
 	local.VerifyOptions = chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}
+	local.DescribeRecord = describeRecord
 	d.srv = control.NewServer(d, control.Options{
 		Chain:    local,
 		Classify: controlKind,
 		Logger:   log,
+		Events:   events,
 	})
 	for _, reg := range routeRegistrars {
 		reg(d, d.srv)
@@ -192,6 +218,7 @@ func runNode(c *cli.Context) error {
 	defer stopSrv()
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- d.srv.Serve(srvCtx, ln) }()
+	go watchInbox(srvCtx, host, events)
 
 	var metricsURL string
 	if addr := c.String("metrics"); addr != "" {
@@ -207,14 +234,25 @@ func runNode(c *cli.Context) error {
 		metricsURL = "http://" + mln.Addr().String() + "/metrics"
 	}
 
-	nf := nodeFile{PID: os.Getpid(), AgentID: key.AgentID(), PeerID: host.PeerID().String(), Addrs: host.Addrs(), Socket: h.socket(), Metrics: metricsURL}
+	var uiURL, uiLogin string
+	if uiAddr != "" {
+		url, login, err := d.startUI(srvCtx, uiAddr, uiRemote)
+		if err != nil {
+			stopSrv()
+			<-srvDone
+			return err
+		}
+		uiURL, uiLogin = url, login
+	}
+
+	nf := nodeFile{PID: os.Getpid(), AgentID: key.AgentID(), PeerID: host.PeerID().String(), Addrs: host.Addrs(), Socket: h.socket(), Metrics: metricsURL, UI: uiURL}
 	if err := writeNodeFile(h.nodeFile(), nf); err != nil {
 		log.Warn("cannot write node.json", "err", err)
 	}
 	defer os.Remove(h.nodeFile())
 
 	if wantJSON(c) {
-		printJSON(c, nf)
+		printJSON(c, startLine{nodeFile: nf, UILogin: uiLogin})
 	} else {
 		w := c.App.Writer
 		fmt.Fprintf(w, "agent %s\npeer %s\n", nf.AgentID, nf.PeerID)
@@ -225,6 +263,9 @@ func runNode(c *cli.Context) error {
 			fmt.Fprintf(w, "metrics %s\n", metricsURL)
 		}
 		fmt.Fprintf(w, "control %s\n", h.socket())
+		if uiLogin != "" {
+			fmt.Fprintf(w, "ui %s\n", uiLogin)
+		}
 	}
 	log.Info("node running", "agent", key.AgentID(), "peer", nf.PeerID, "home", h.dir)
 

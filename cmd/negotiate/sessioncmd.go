@@ -87,12 +87,13 @@ type outcomeView struct {
 
 // proposalView is a proposal waiting in the inbox.
 type proposalView struct {
-	Kind    string         `json:"kind"` // "proposal" (accept/reject/counter), "offer" (a signed offer: accept/reject) or "counter" (initiator decides)
-	Session string         `json:"session"`
-	From    sign.AgentID   `json:"from"`
-	Terms   map[string]any `json:"terms"`
-	Round   uint32         `json:"round"`
-	Parties []sign.AgentID `json:"parties"`
+	Kind     string         `json:"kind"` // "proposal" (accept/reject/counter), "offer" (a signed offer: accept/reject) or "counter" (initiator decides)
+	Session  string         `json:"session"`
+	From     sign.AgentID   `json:"from"`
+	Terms    map[string]any `json:"terms"`
+	Round    uint32         `json:"round"`
+	Parties  []sign.AgentID `json:"parties"`
+	Deadline int64          `json:"deadline"` // unix ms
 }
 
 func termsJSON(raw cbor.RawMessage) map[string]any {
@@ -183,7 +184,7 @@ func pendingProposals(n *negotiate.Node) []proposalView {
 		if !s.Pending {
 			continue
 		}
-		p := proposalView{Kind: "proposal", Session: s.ID, From: s.Initiator, Terms: termsJSON(s.Terms), Round: s.Round, Parties: s.Parties}
+		p := proposalView{Kind: "proposal", Session: s.ID, From: s.Initiator, Terms: termsJSON(s.Terms), Round: s.Round, Parties: s.Parties, Deadline: s.Deadline}
 		if s.Role == engine.RoleInitiator {
 			p.Kind, p.From, p.Terms = "counter", s.CounterBy, termsJSON(s.Counter)
 		} else if s.Offer {

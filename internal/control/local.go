@@ -26,7 +26,10 @@ type Local struct {
 	// VerifyOptions are passed to chain.Verify (the engine plugs its
 	// agreement check in here).
 	VerifyOptions chain.VerifyOptions
-	close         bool
+	// DescribeRecord decodes agreement records for ChainRecords; nil
+	// leaves RecordView.Record empty.
+	DescribeRecord RecordDescriber
+	close          bool
 }
 
 // NewLocal serves views of c; Close does not close c.

@@ -68,6 +68,9 @@ type Options struct {
 	Classify func(error) Kind
 	// Logger logs failed requests; nil = slog.Default().
 	Logger *slog.Logger
+	// Events serves GET /v1/events (server-sent events) from this hub;
+	// nil leaves the route unregistered.
+	Events *EventHub
 }
 
 // HandlerFunc handles one request. The value it returns is sent as JSON
@@ -79,7 +82,9 @@ type HandlerFunc func(ctx context.Context, r *Request) (any, error)
 // trailer StreamErrorTrailer.
 type Stream struct {
 	ContentType string
-	Write       func(w io.Writer) error
+	// Flush sends every Write to the client at once (event streams).
+	Flush bool
+	Write func(w io.Writer) error
 }
 
 // StreamErrorTrailer is the HTTP trailer carrying a Stream's late error.
@@ -142,7 +147,9 @@ type Server struct {
 //
 //	GET  /v1/health, /v1/routes, /v1/identity
 //	GET  /v1/chain/status, /v1/chain/entries?from=N&limit=N, /v1/chain/verify, /v1/chain/export?format=json|cbor   (with Options.Chain)
+//	GET  /v1/chain/records?before=N&limit=N&q=TEXT   (with Options.Chain, newest first)
 //	GET  /v1/peers, /v1/inbox; POST /v1/ping, /v1/send   (when node implements Messenger)
+//	GET  /v1/events   (server-sent events, with Options.Events)
 func NewServer(node Node, opts Options) *Server {
 	s := &Server{mux: http.NewServeMux(), opts: opts, log: opts.Logger}
 	if s.log == nil {
@@ -166,10 +173,14 @@ func NewServer(node Node, opts Options) *Server {
 	if m, ok := node.(Messenger); ok {
 		s.registerMessenger(m)
 	}
+	if opts.Events != nil {
+		s.registerEvents(opts.Events)
+	}
 	return s
 }
 
 func (s *Server) registerChain(c ChainReader) {
+	s.registerRecords(c)
 	s.Handle("GET", "/v1/chain/status", func(ctx context.Context, r *Request) (any, error) {
 		return c.ChainStatus(ctx)
 	})
@@ -319,8 +330,16 @@ func (s *Server) serve(w http.ResponseWriter, hr *http.Request, h HandlerFunc) {
 	if st, ok := v.(*Stream); ok {
 		w.Header().Set("Content-Type", st.ContentType)
 		w.Header().Set("Trailer", StreamErrorTrailer)
+		var out io.Writer = w
+		if st.Flush {
+			w.Header().Set("Cache-Control", "no-store")
+			out = &flushWriter{w: w, rc: http.NewResponseController(w)}
+		}
 		w.WriteHeader(http.StatusOK)
-		if err := st.Write(w); err != nil {
+		if st.Flush {
+			http.NewResponseController(w).Flush()
+		}
+		if err := st.Write(out); err != nil {
 			s.log.Warn("control: stream failed", "path", hr.URL.Path, "err", err)
 			w.Header().Set(StreamErrorTrailer, oneLine(err.Error()))
 		}
@@ -337,6 +356,20 @@ func (s *Server) serve(w http.ResponseWriter, hr *http.Request, h HandlerFunc) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusOK)
 	w.Write(append(data, '\n'))
+}
+
+// flushWriter sends each write to the client at once.
+type flushWriter struct {
+	w  io.Writer
+	rc *http.ResponseController
+}
+
+func (f *flushWriter) Write(p []byte) (int, error) {
+	n, err := f.w.Write(p)
+	if err != nil {
+		return n, err
+	}
+	return n, f.rc.Flush()
 }
 
 func oneLine(s string) string {

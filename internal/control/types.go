@@ -73,6 +73,9 @@ type ChainReader interface {
 	ChainVerify(ctx context.Context) (VerifyResult, error)
 	// ChainExport writes the whole chain in format (FormatJSON or FormatCBOR) to w.
 	ChainExport(ctx context.Context, format string, w io.Writer) error
+	// ChainRecords returns a page of entries newest first, agreement
+	// records decoded and checked, optionally filtered by q.Search.
+	ChainRecords(ctx context.Context, q RecordQuery) (RecordPage, error)
 }
 
 // Peer is one connected libp2p peer.
@@ -134,4 +137,55 @@ type InboxMessage struct {
 	Message     string       `json:"message"`
 	Accepted    bool         `json:"accepted"`
 	Reason      string       `json:"reason,omitempty"`
+}
+
+// RecordQuery asks for chain entries newest first, optionally filtered.
+type RecordQuery struct {
+	// Before lists entries with seq below it; 0 starts at the head.
+	Before uint64
+	// Limit is the page size; 0 = DefaultRecordsPerPage, at most MaxRecordsPerPage.
+	Limit int
+	// Search, when not empty, keeps only agreement entries whose session ID,
+	// a party's agent ID or terms (as JSON) contain it, case-insensitively.
+	Search string
+}
+
+// RecordParty is one signer of a countersigned record.
+type RecordParty struct {
+	AgentID   sign.AgentID `json:"agent_id"`
+	Scheme    string       `json:"scheme"`
+	HeadSeq   uint64       `json:"head_seq"`  // the party's chain head it signed at
+	Signature string       `json:"signature"` // hex of its statement signature
+}
+
+// RecordDetail is what a countersigned record says, decoded by the engine.
+type RecordDetail struct {
+	Session string         `json:"session"`
+	Round   uint32         `json:"round"`
+	Terms   map[string]any `json:"terms"`
+	Parties []RecordParty  `json:"parties"`
+	Witness sign.AgentID   `json:"witness,omitempty"`
+}
+
+// RecordView is one chain entry with, for an agreement, its decoded record
+// and whether the entry and its record verify.
+type RecordView struct {
+	Entry
+	Record *RecordDetail `json:"record,omitempty"`
+	// Verified: the entry's signature, and for an agreement its record
+	// (every signature, this chain's place in it), check out.
+	Verified    bool   `json:"verified"`
+	VerifyError string `json:"verify_error,omitempty"`
+}
+
+// RecordPage is one page of RecordViews, newest first.
+type RecordPage struct {
+	Records []RecordView `json:"records"`
+	// NextBefore is the Before of the next page; 0 when no older entry is left.
+	NextBefore uint64 `json:"next_before"`
+	// Length is the chain's length when the page was read.
+	Length uint64 `json:"length"`
+	// Scanned counts the entries examined (a search stops after
+	// MaxRecordsScanned and says where to go on in NextBefore).
+	Scanned uint64 `json:"scanned"`
 }
