@@ -119,11 +119,21 @@ async function loadInbox() {
   const [props, sessions, msgs] = await Promise.all([api('GET', '/v1/proposals'), api('GET', '/v1/sessions'), api('GET', '/v1/inbox')]);
   const deadline = {};
   for (const s of sessions) deadline[s.session] = s.deadline;
+  // Keep the cards already shown (a counter being edited survives a live
+  // update); add new ones, drop decided ones.
   const box = $('#proposals');
-  box.replaceChildren();
+  const shown = {};
+  for (const c of box.querySelectorAll('.proposal')) shown[c.dataset.key] = c;
+  const cards = props.map(p => {
+    const key = p.session + '|' + p.kind + '|' + p.round;
+    if (shown[key]) return shown[key];
+    const c = proposalCard(p, deadline[p.session]);
+    c.dataset.key = key;
+    return c;
+  });
   setBadge(props.length);
+  box.replaceChildren(...cards);
   if (!props.length) box.append(h('p', { class: 'muted' }, 'Nothing waits for a decision.'));
-  for (const p of props) box.append(proposalCard(p, deadline[p.session]));
   const list = $('#messages');
   list.replaceChildren();
   if (!msgs.length) list.append(h('p', { class: 'muted' }, 'No direct messages yet.'));
