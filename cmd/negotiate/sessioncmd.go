@@ -120,6 +120,9 @@ func registerSessionRoutes(d *daemon, srv *control.Server) {
 		if err := r.Decode(&req); err != nil {
 			return nil, err
 		}
+		if err := checkProposeRequest(n.AgentID(), &req); err != nil {
+			return nil, err
+		}
 		terms, err := encodeTermsMap(req.Terms)
 		if err != nil {
 			return nil, control.Errorf(control.KindBadRequest, "%v", err)
@@ -151,6 +154,9 @@ func registerSessionRoutes(d *daemon, srv *control.Server) {
 			return nil, err
 		}
 		d := negotiate.Decision{Session: r.HTTP.PathValue("id"), Action: negotiate.Action(req.Action), Reason: req.Reason}
+		if err := checkDecision(n, d, req); err != nil {
+			return nil, err
+		}
 		if req.Terms != nil {
 			t, err := encodeTermsMap(req.Terms)
 			if err != nil {
@@ -164,7 +170,18 @@ func registerSessionRoutes(d *daemon, srv *control.Server) {
 		return map[string]string{"session": d.Session, "action": req.Action}, nil
 	})
 	srv.Handle("GET", "/v1/sessions/{id}/receipt", func(ctx context.Context, r *control.Request) (any, error) {
-		rec, _, err := n.Receipt(r.HTTP.PathValue("id"))
+		id := r.HTTP.PathValue("id")
+		if err := protocol.CheckSessionID(id); err != nil {
+			return nil, control.Errorf(control.KindBadRequest, "%q is not a session ID: %v", id, err)
+		}
+		s, err := n.Session(id)
+		if err != nil {
+			return nil, sessionErr(err)
+		}
+		if s.State != negotiate.StateCommitted {
+			return nil, control.Errorf(control.KindConflict, "session %s has no receipt: it is %s, and only a committed session has one", id, stateOf(s))
+		}
+		rec, _, err := n.Receipt(id)
 		if err != nil {
 			return nil, sessionErr(err)
 		}
@@ -176,6 +193,80 @@ func registerSessionRoutes(d *daemon, srv *control.Server) {
 	srv.Handle("GET", "/v1/proposals", func(ctx context.Context, r *control.Request) (any, error) {
 		return pendingProposals(n), nil
 	})
+}
+
+// checkProposeRequest refuses, as a bad request, what the engine would
+// refuse or misread, before anything starts.
+func checkProposeRequest(self sign.AgentID, req *proposeRequest) error {
+	if len(req.With) == 0 {
+		return control.Errorf(control.KindBadRequest, "name at least one other agent in \"with\"")
+	}
+	seen := map[sign.AgentID]bool{}
+	for i, w := range req.With {
+		id, err := sign.ParseAgentID(string(w))
+		if err != nil {
+			return control.Errorf(control.KindBadRequest, "with[%d]: %v", i, err)
+		}
+		if id == self {
+			return control.Errorf(control.KindBadRequest, "with[%d] is this node's own agent: list only the other parties", i)
+		}
+		if seen[id] {
+			return control.Errorf(control.KindBadRequest, "with[%d]: agent %s is listed twice", i, id.Short())
+		}
+		seen[id] = true
+		req.With[i] = id
+	}
+	if req.Witness != "" {
+		if _, err := sign.ParseAgentID(string(req.Witness)); err != nil {
+			return control.Errorf(control.KindBadRequest, "witness: %v", err)
+		}
+	}
+	if req.TimeoutMS < 0 {
+		return control.Errorf(control.KindBadRequest, "timeout_ms %d is negative (0 means the default)", req.TimeoutMS)
+	}
+	if req.MaxRounds > protocol.MaxRounds {
+		return control.Errorf(control.KindBadRequest, "max_rounds %d is over the limit %d", req.MaxRounds, protocol.MaxRounds)
+	}
+	if req.Offer && (req.Witness != "" || req.MaxRounds > 1) {
+		return control.Errorf(control.KindBadRequest, "a signed offer is one round with no witness: drop witness and max_rounds, or propose without offer")
+	}
+	return nil
+}
+
+// checkDecision refuses a decision that cannot apply, with the reason, before
+// the engine sees it: a malformed session ID or action is a bad request, a
+// session that ended or waits for nothing from this agent a conflict.
+func checkDecision(n *negotiate.Node, d negotiate.Decision, req decideRequest) error {
+	if err := protocol.CheckSessionID(d.Session); err != nil {
+		return control.Errorf(control.KindBadRequest, "%q is not a session ID: %v", d.Session, err)
+	}
+	switch d.Action {
+	case negotiate.ActAccept, negotiate.ActReject, negotiate.ActAbort:
+		if req.Terms != nil {
+			return control.Errorf(control.KindBadRequest, "%s takes no terms (only counter does)", d.Action)
+		}
+	case negotiate.ActCounter:
+		if len(req.Terms) == 0 {
+			return control.Errorf(control.KindBadRequest, "counter needs terms: give at least one")
+		}
+	default:
+		return control.Errorf(control.KindBadRequest, "unknown action %q: use accept, reject, counter or abort", req.Action)
+	}
+	s, err := n.Session(d.Session)
+	if err != nil {
+		return sessionErr(err)
+	}
+	if s.State != "" {
+		return control.Errorf(control.KindConflict, "session %s already ended (%s): nothing to %s", d.Session, s.State, d.Action)
+	}
+	return nil
+}
+
+func stateOf(s negotiate.SessionInfo) string {
+	if s.State != "" {
+		return string(s.State)
+	}
+	return "still " + string(s.Phase)
 }
 
 func pendingProposals(n *negotiate.Node) []proposalView {
@@ -201,7 +292,7 @@ func sessionErr(err error) error {
 	case errors.Is(err, negotiate.ErrUnknownSession):
 		return control.Errorf(control.KindNotFound, "%v", err)
 	case errors.Is(err, negotiate.ErrNotYourTurn), errors.Is(err, negotiate.ErrUnsafeAbort), errors.Is(err, negotiate.ErrBusy):
-		return control.Errorf(control.KindUnavailable, "%v", err)
+		return control.Errorf(control.KindConflict, "%v", err)
 	case errors.Is(err, negotiate.ErrUnreachable), errors.Is(err, negotiate.ErrAgentNotFound):
 		return control.Errorf(control.KindUnreachable, "%v", err)
 	case errors.Is(err, transport.ErrTimeout), errors.Is(err, context.DeadlineExceeded):

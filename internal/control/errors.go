@@ -19,6 +19,7 @@ const (
 	KindTimeout     Kind = "timeout"     // no answer in time (exit 4)
 	KindUnreachable Kind = "unreachable" // the peer could not be found or dialled (exit 4)
 	KindUnavailable Kind = "unavailable" // the node cannot serve this now (exit 1)
+	KindConflict    Kind = "conflict"    // the node refused in this session's state: not your turn, busy chain, unsafe abort (exit 1)
 )
 
 // Sentinel errors; an *Error from the Client matches the one of its Kind.
@@ -37,6 +38,9 @@ var (
 	ErrUnreachable = errors.New("control: unreachable")
 	// ErrUnavailable means the node cannot serve this request now.
 	ErrUnavailable = errors.New("control: unavailable")
+	// ErrConflict means the node refused the request in the current state
+	// (a decision out of turn, a busy chain, an abort after signing).
+	ErrConflict = errors.New("control: refused in this state")
 	// ErrNodeRunning means another node already serves the socket.
 	ErrNodeRunning = errors.New("control: a node is already running")
 )
@@ -48,6 +52,7 @@ var kindErrors = map[Kind]error{
 	KindTimeout:     ErrTimeout,
 	KindUnreachable: ErrUnreachable,
 	KindUnavailable: ErrUnavailable,
+	KindConflict:    ErrConflict,
 }
 
 // Error is an error returned by the node over the control API.
@@ -101,7 +106,7 @@ func statusOf(k Kind) int {
 		return 400
 	case KindNotFound:
 		return 404
-	case KindRefused:
+	case KindRefused, KindConflict:
 		return 409
 	case KindTimeout:
 		return 504
