@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -319,5 +320,55 @@ func TestDashboardAPI(t *testing.T) {
 	}
 	if after := A.state(); after != before {
 		t.Fatalf("refused requests changed the node:\nbefore %s\nafter  %s", before, after)
+	}
+}
+
+func TestNodeUIFlagsUsage(t *testing.T) {
+	dir := shortTemp(t)
+	home, _ := initHome(t, dir)
+	runCLICases(t, []cliCase{
+		{name: "remote address refused", args: []string{"--home", home, "node", "--ui", "0.0.0.0:7070"}, code: exitUsage, stderr: "--ui-allow-remote"},
+		{name: "all interfaces refused", args: []string{"--home", home, "node", "--ui", ":7070"}, code: exitUsage, stderr: "not loopback"},
+		{name: "no port", args: []string{"--home", home, "node", "--ui", "127.0.0.1"}, code: exitUsage, stderr: "host:port"},
+		{name: "allow-remote alone", args: []string{"--home", home, "node", "--ui-allow-remote"}, code: exitUsage, stderr: "needs --ui"},
+	})
+	if _, err := os.Stat(filepath.Join(home, ui.TokenFileName)); err == nil {
+		t.Fatal("a refused start wrote a token file")
+	}
+}
+
+func TestEventsCommandFollowsTheNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a libp2p daemon")
+	}
+	dir := shortTemp(t)
+	home, _ := initHome(t, dir)
+	startDaemon(t, home)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, "--home", home, "events", "--json")
+	cmd.Env = cleanEnv()
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	sc := bufio.NewScanner(out)
+	if !sc.Scan() {
+		t.Fatalf("no event line: %v", sc.Err())
+	}
+	var ev struct {
+		Kind string `json:"kind"`
+	}
+	decodeJSON(t, sc.Text(), &ev)
+	if ev.Kind != "hello" {
+		t.Fatalf("first event %s, want hello", sc.Text())
+	}
+	r := runCLI(t, nil, "--home", dir+"/nohome", "events")
+	if r.code != exitError || !strings.Contains(r.stderr, "no node running") {
+		t.Fatalf("events without a node: exit %d %s", r.code, r.stderr)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/urfave/cli/v2"
+
 	"github.com/negotiate-dev/negotiate/internal/control"
 	"github.com/negotiate-dev/negotiate/internal/ui"
 	"github.com/negotiate-dev/negotiate/negotiate"
@@ -106,4 +108,58 @@ func describeRecord(payload []byte) (*control.RecordDetail, error) {
 		d.Witness = a.Witness.ID
 	}
 	return d, nil
+}
+
+func init() { commandBuilders = append(commandBuilders, eventsCommand) }
+
+// eventsCommand follows the node's event stream, the one the dashboard uses.
+func eventsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "events",
+		Usage: "follow the running node's events (proposals, counters, phases, outcomes, direct messages) until Ctrl-C",
+		Description: "One line per event: time, kind, session, round, from. --json: one object per line\n" +
+			"{\"seq\",\"kind\",\"session\",\"phase\",\"round\",\"from\",\"reason\",\"at\"}. A \"resync\" event\n" +
+			"means this reader fell behind and lost events.",
+		Flags: withJSON(),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			return withNode(c, func(cl *control.Client) error {
+				err := cl.Events(c.Context, func(ev control.Event) error {
+					if wantJSON(c) {
+						return printJSON(c, ev)
+					}
+					if ev.Kind == control.EventHello {
+						return nil
+					}
+					line := time.UnixMilli(ev.At).UTC().Format("2006-01-02T15:04:05.000Z") + "  " + ev.Kind
+					if ev.Session != "" {
+						line += "  " + shortSession(ev.Session)
+					}
+					if ev.Phase != "" {
+						line += "  " + ev.Phase
+					}
+					if ev.Round != 0 {
+						line += fmt.Sprintf("  round %d", ev.Round)
+					}
+					if ev.From != "" {
+						line += "  from " + ev.From.Short()
+					}
+					if ev.Reason != "" {
+						line += "  " + ev.Reason
+					}
+					_, err := fmt.Fprintln(c.App.Writer, line)
+					return err
+				})
+				if c.Context.Err() != nil {
+					return nil // Ctrl-C
+				}
+				if err == nil {
+					return fmt.Errorf("the node closed the event stream (it stopped)")
+				}
+				return err
+			})
+		},
+	}
 }
