@@ -219,9 +219,31 @@ func TestDashboardEndToEnd(t *testing.T) {
 
 	// B watches its inbox before anything is proposed: the proposal must
 	// arrive live (server-sent events), without a reload.
-	A.open(homeA, "propose")
+	A.open(homeA, "inbox")
 	B.open(homeB, "inbox")
 	B.run("empty inbox", chromedp.WaitVisible(`#proposals p.muted`, chromedp.ByQuery))
+
+	// A sends B a direct message from its inbox page; it appears in B's, live.
+	A.run("send a message", chromedp.SetValue(`#send-form input[name="to"]`, idB.String(), chromedp.ByQuery),
+		chromedp.SetValue(`#send-form textarea[name="message"]`, "hello Bob, about that book", chromedp.ByQuery),
+		chromedp.Click(`#send-form button[type="submit"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#send-result.ok`, chromedp.ByQuery))
+	var msg string
+	B.run("message arrives live", chromedp.WaitVisible(`#messages .message`, chromedp.ByQuery), chromedp.Text(`#messages .message`, &msg, chromedp.ByQuery))
+	if !strings.Contains(msg, "hello Bob, about that book") {
+		t.Fatalf("B's inbox shows %q", msg)
+	}
+	A.show("propose")
+
+	// A refusal is shown on the page, not a blank page: a malformed agent ID.
+	var errText string
+	A.run("bad agent ID refused", chromedp.SetValue(`#propose-form input[name="with"]`, "not-an-agent", chromedp.ByQuery),
+		chromedp.Click(`#propose-form button[type="submit"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#propose-error:not(:empty)`, chromedp.ByQuery),
+		chromedp.Text(`#propose-error`, &errText, chromedp.ByQuery))
+	if !strings.Contains(errText, "agent ID") {
+		t.Fatalf("the page says %q for a malformed agent ID", errText)
+	}
 
 	// A proposes item=book, price=12 (the form's first rows) to B.
 	A.run("propose", chromedp.SetValue(`#propose-form input[name="with"]`, idB.String(), chromedp.ByQuery),

@@ -217,7 +217,8 @@ $('#propose-form').addEventListener('submit', async ev => {
   ev.preventDefault();
   const f = ev.target;
   const box = $('#progress');
-  const err = h('div', { class: 'error', role: 'alert' });
+  const err = $('#propose-error');
+  err.textContent = '';
   try {
     const withIDs = f.with.value.split(/[\s,]+/).filter(Boolean);
     if (!withIDs.length) throw new Error('name at least one agent to propose to');
@@ -233,7 +234,7 @@ $('#propose-form').addEventListener('submit', async ev => {
     watched.add(r.session);
     box.prepend(h('div', { class: 'card progress', dataset: { session: r.session } }, h('h3', {}, 'Session ', h('span', { class: 'mono' }, r.session)), h('div', { class: 'state' }, 'proposed…')));
     refreshProgress();
-  } catch (e) { showError(err, e); box.prepend(err); }
+  } catch (e) { showError(err, e); }
 });
 
 async function refreshProgress() {
