@@ -25,6 +25,7 @@ type daemonProc struct {
 	home   string
 	cmd    *exec.Cmd
 	info   nodeFile
+	line   string // the start line as printed (--json)
 	mu     sync.Mutex
 	stderr bytes.Buffer
 	done   chan error
@@ -88,6 +89,7 @@ func startDaemonEnv(t *testing.T, home string, env []string, extra ...string) *d
 			t.Fatalf("node exited before its start line: %s", d.logs())
 		}
 		decodeJSON(t, line, &d.info)
+		d.line = line
 	case <-time.After(nodeStartTimeout):
 		t.Fatalf("node did not start in %s: %s", nodeStartTimeout, d.logs())
 	}

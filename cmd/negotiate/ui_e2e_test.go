@@ -145,15 +145,10 @@ func (d *dashboard) run(what string, actions ...chromedp.Action) {
 	}
 }
 
-// open logs the tab in with the node's token and shows page.
-func (d *dashboard) open(home, page string) {
+// open logs the tab in with loginURL and shows page.
+func (d *dashboard) open(loginURL, page string) {
 	d.t.Helper()
-	tok, err := os.ReadFile(filepath.Join(home, ui.TokenFileName))
-	if err != nil {
-		d.t.Fatal(err)
-	}
-	host := strings.TrimPrefix(d.base, "http://")
-	d.run("log in", chromedp.Navigate(ui.LoginURL(host, strings.TrimSpace(string(tok)))),
+	d.run("log in", chromedp.Navigate(loginURL),
 		chromedp.WaitVisible("#page-inbox", chromedp.ByQuery),
 		chromedp.WaitVisible(`#live:not(.off)`, chromedp.ByQuery))
 	d.show(page)
@@ -219,8 +214,21 @@ func TestDashboardEndToEnd(t *testing.T) {
 
 	// B watches its inbox before anything is proposed: the proposal must
 	// arrive live (server-sent events), without a reload.
-	A.open(homeA, "inbox")
-	B.open(homeB, "inbox")
+	// A logs in with the token from its home, B with the one-time link
+	// its node printed.
+	tok, err := os.ReadFile(filepath.Join(homeA, ui.TokenFileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	A.open(ui.LoginURL(strings.TrimPrefix(A.base, "http://"), strings.TrimSpace(string(tok))), "inbox")
+	var startB struct {
+		UILogin string `json:"ui_login"`
+	}
+	decodeJSON(t, b.line, &startB)
+	if !strings.HasPrefix(startB.UILogin, B.base+"/login?code=") {
+		t.Fatalf("B printed the login URL %q", startB.UILogin)
+	}
+	B.open(startB.UILogin, "inbox")
 	B.run("empty inbox", chromedp.WaitVisible(`#proposals p.muted`, chromedp.ByQuery))
 
 	// A sends B a direct message from its inbox page; it appears in B's, live.

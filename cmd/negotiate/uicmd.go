@@ -47,7 +47,7 @@ func (d *daemon) startUI(ctx context.Context, addr string, allowRemote bool) (ur
 	}()
 	a := ln.Addr().String()
 	d.log.Info("dashboard running", "url", "http://"+a+"/", "token_file", filepath.Join(d.home.dir, ui.TokenFileName))
-	return "http://" + a + "/", ui.LoginURL(a, token), nil
+	return "http://" + a + "/", srv.LoginURL(a), nil
 }
 
 // controlEvent is the control API's view of an engine event.

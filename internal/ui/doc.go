@@ -6,8 +6,9 @@
 // socket) under /api, behind its own access checks, so every action in the
 // browser takes the CLI's code path and the engine's checks.
 //
-// Access: every request needs the node's UI token, as the cookie set by the
-// login URL (/login?token=...) or in the X-Negotiate-Token header (or
+// Access: every request needs the node's UI token, as the cookie set at
+// login (by the one-time link /login?code=... the node prints, or by
+// /login?token=...) or in the X-Negotiate-Token header (or
 // Authorization: Bearer). Without it the answer is 401 and nothing else.
 // State-changing requests are POSTs; one authenticated by the cookie must
 // also carry the CSRF token the page holds. Cross-origin requests (by

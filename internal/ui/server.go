@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -69,6 +70,9 @@ type Server struct {
 	cookie string
 	index  *template.Template
 	static http.Handler
+
+	mu        sync.Mutex
+	loginCode string // one-time login code; "" once used
 }
 
 // New checks opts and builds the server.
@@ -100,7 +104,31 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("ui: assets: %w", err)
 	}
 	s.static = http.StripPrefix("/static/", http.FileServer(http.FS(sub)))
+	if s.loginCode, err = NewToken(); err != nil {
+		return nil, err
+	}
 	return s, nil
+}
+
+// LoginURL is the URL to print at start: it logs one browser in at addr
+// and works once (after that, log in with the token:
+// LoginURL(addr, token) or the token header).
+func (s *Server) LoginURL(addr string) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return "http://" + addr + "/login?" + url.Values{"code": {s.loginCode}}.Encode()
+}
+
+// useLoginCode reports whether code is the unused one-time login code, and
+// uses it up.
+func (s *Server) useLoginCode(code string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.loginCode == "" || subtle.ConstantTimeCompare([]byte(code), []byte(s.loginCode)) != 1 {
+		return false
+	}
+	s.loginCode = ""
+	return true
 }
 
 // CSRFToken is the token the page sends in CSRFHeader (derived from the
@@ -137,7 +165,8 @@ func WriteTokenFile(path, token string) error {
 	return nil
 }
 
-// LoginURL is the URL that logs a browser in to the dashboard at addr.
+// LoginURL is the URL that logs a browser in to the dashboard at addr with
+// the access token (as often as needed).
 func LoginURL(addr, token string) string {
 	return "http://" + addr + "/login?" + url.Values{"token": {token}}.Encode()
 }
@@ -265,9 +294,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, r, http.StatusMethodNotAllowed, "use GET")
 		return
 	}
-	tok := r.URL.Query().Get("token")
-	if tok == "" || !s.tokenOK(tok) {
-		s.refuse(w, r, http.StatusUnauthorized, "unauthorized: the login token is wrong (the node writes a new one to <home>/"+TokenFileName+" at every start)")
+	q := r.URL.Query()
+	switch {
+	case q.Get("token") != "" && s.tokenOK(q.Get("token")):
+	case q.Get("code") != "" && s.useLoginCode(q.Get("code")):
+	default:
+		s.refuse(w, r, http.StatusUnauthorized, "unauthorized: this login link is wrong or was used already; log in with /login?token=<the token in <home>/"+TokenFileName+"> (a new one at every start of the node)")
 		return
 	}
 	http.SetCookie(w, &http.Cookie{

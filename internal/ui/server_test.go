@@ -257,3 +257,25 @@ func TestTokenFile(t *testing.T) {
 		t.Fatalf("login URL %s", u)
 	}
 }
+
+func TestOneTimeLoginLinkWorksOnce(t *testing.T) {
+	s, _ := newTestServer(t, false)
+	link := s.LoginURL("127.0.0.1:7070")
+	path := strings.TrimPrefix(link, "http://127.0.0.1:7070")
+	if !strings.Contains(path, "/login?code=") || strings.Contains(link, testToken) {
+		t.Fatalf("login link %s", link)
+	}
+	if w := s.do(t, req{method: "GET", path: "/login?code=wrong"}); w.Code != http.StatusUnauthorized {
+		t.Fatalf("wrong code: %d", w.Code)
+	}
+	w := s.do(t, req{method: "GET", path: path})
+	if w.Code != http.StatusSeeOther || len(w.Result().Cookies()) != 1 || w.Result().Cookies()[0].Value != testToken {
+		t.Fatalf("first use: %d %v", w.Code, w.Result().Cookies())
+	}
+	if w := s.do(t, req{method: "GET", path: path}); w.Code != http.StatusUnauthorized || len(w.Result().Cookies()) != 0 {
+		t.Fatalf("second use: %d, want 401", w.Code)
+	}
+	if w := s.do(t, req{method: "GET", path: "/login?token=" + testToken}); w.Code != http.StatusSeeOther {
+		t.Fatalf("the token still logs in: %d", w.Code)
+	}
+}
