@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -39,6 +40,7 @@ func chainReader(ctx context.Context, h home) (r control.ChainReader, close func
 	}
 	// The same checks as the node's: agreement records too.
 	l.VerifyOptions = chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}
+	l.DescribeRecord = describeRecord
 	return l, func() { l.Close() }, nil
 }
 
@@ -53,6 +55,7 @@ func chainCommand() *cli.Command {
 			chainShowCommand(),
 			chainVerifyCommand(),
 			chainExportCommand(),
+			chainSearchCommand(),
 		},
 	}
 }
@@ -262,4 +265,68 @@ func exportToFile(c *cli.Context, r control.ChainReader, format, path string) er
 	}
 	fmt.Fprintf(c.App.ErrWriter, "exported chain (%s) to %s\n", format, path)
 	return nil
+}
+
+func chainSearchCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "search",
+		Usage:     "list agreement records whose session, party or terms contain TEXT, newest first",
+		ArgsUsage: "TEXT",
+		Description: "Case-insensitive. One line per record: seq, time, record hash, session, round,\n" +
+			"terms, and whether the record verifies. --json: {\"records\":[...],\"next_before\",...}\n" +
+			"(pass next_before as --before for older matches). The same search as the\n" +
+			"dashboard's chain page (GET /v1/chain/records).",
+		Flags: withJSON(
+			&cli.UintFlag{Name: "limit", Value: control.DefaultRecordsPerPage, Usage: "at most `N` records"},
+			&cli.Uint64Flag{Name: "before", Usage: "only entries below seq `N` (0: from the head)"},
+		),
+		Action: func(c *cli.Context) error {
+			text, err := oneArg(c, "usage: negotiate chain search TEXT")
+			if err != nil {
+				return err
+			}
+			q, err := control.CheckQuery(control.RecordQuery{Before: c.Uint64("before"), Limit: int(c.Uint("limit")), Search: text})
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			if q.Search == "" {
+				return usageErr("give some text to search for (use `chain show` to list every entry)")
+			}
+			h, err := homeOf(c)
+			if err != nil {
+				return err
+			}
+			r, closeFn, err := chainReader(c.Context, h)
+			if err != nil {
+				return err
+			}
+			defer closeFn()
+			page, err := r.ChainRecords(c.Context, q)
+			if err != nil {
+				return err
+			}
+			if wantJSON(c) {
+				return printJSON(c, page)
+			}
+			if len(page.Records) == 0 {
+				fmt.Fprintf(c.App.ErrWriter, "no record matches %q\n", q.Search)
+			}
+			for _, rec := range page.Records {
+				ok := "verified"
+				if !rec.Verified {
+					ok = "NOT VERIFIED: " + rec.VerifyError
+				}
+				session, round, terms := "", uint32(0), []byte("null")
+				if d := rec.Record; d != nil {
+					session, round = d.Session, d.Round
+					terms, _ = json.Marshal(d.Terms)
+				}
+				fmt.Fprintf(c.App.Writer, "%8d  %s  record %s  session %s  round %d  %s  %s\n", rec.Seq, rec.Time, short(rec.RecordHash), session, round, terms, ok)
+			}
+			if page.NextBefore > 0 && !wantJSON(c) {
+				fmt.Fprintf(c.App.ErrWriter, "older entries remain: --before %d\n", page.NextBefore)
+			}
+			return nil
+		},
+	}
 }

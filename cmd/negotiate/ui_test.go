@@ -246,6 +246,14 @@ func TestDashboardAPI(t *testing.T) {
 	if len(page.Records) != 0 {
 		t.Fatalf("search for nothing found %+v", page.Records)
 	}
+	// The CLI runs the same search through the control API.
+	r := runCLI(t, nil, "--home", homeB, "chain", "search", "PEN", "--json")
+	if r.code != 0 || !strings.Contains(r.stdout, recA.RecordHash) || strings.Contains(r.stdout, `"book"`) {
+		t.Fatalf("chain search PEN: exit %d: %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := runCLI(t, nil, "--home", homeB, "chain", "search"); r.code != exitUsage {
+		t.Fatalf("chain search without text: exit %d", r.code)
+	}
 	var verify struct {
 		OK bool `json:"ok"`
 	}

@@ -296,8 +296,16 @@ async function loadSessionDetail(id) {
         s.reason ? [h('dt', {}, 'reason'), h('dd', {}, s.reason)] : null),
       h('h3', {}, 'Timeline'),
       h('ol', { class: 'timeline' }, tl.map(x => h('li', {}, h('span', { class: 'muted' }, when(x.at)), ' ', x.text))),
-      s.state ? null : abortForm(s)));
+      s.state ? null : abortForm(s),
+      s.state === 'committed' ? receiptButton(s.session) : null));
   } catch (e) { showError(box, e); }
+}
+
+function receiptButton(session) {
+  const err = h('div', { class: 'error', role: 'alert' });
+  const btn = h('button', { class: 'secondary act-receipt' }, 'Download receipt (CBOR)');
+  btn.addEventListener('click', () => downloadReceipt(session, err));
+  return h('div', {}, h('div', { class: 'actions' }, btn), err);
 }
 
 function abortForm(s) {
@@ -352,19 +360,22 @@ function recordCard(r) {
         d.witness ? [h('dt', {}, 'witness'), h('dd', { class: 'mono' }, d.witness)] : null] : null));
   if (d) {
     const btn = h('button', { class: 'secondary act-receipt' }, 'Download receipt (CBOR)');
-    btn.addEventListener('click', async () => {
-      err.textContent = '';
-      try {
-        const resp = await api('GET', '/v1/sessions/' + encodeURIComponent(d.session) + '/receipt');
-        const blob = await resp.blob();
-        const a = h('a', { href: URL.createObjectURL(blob), download: 'receipt-' + d.session + '.cbor' });
-        document.body.append(a); a.click(); a.remove();
-        setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-      } catch (e) { showError(err, e); }
-    });
+    btn.addEventListener('click', () => downloadReceipt(d.session, err));
     card.append(h('div', { class: 'actions' }, btn), err);
   }
   return card;
+}
+
+// downloadReceipt saves the commit certificate of a committed session.
+async function downloadReceipt(session, err) {
+  err.textContent = '';
+  try {
+    const resp = await api('GET', '/v1/sessions/' + encodeURIComponent(session) + '/receipt');
+    const blob = await resp.blob();
+    const a = h('a', { href: URL.createObjectURL(blob), download: 'receipt-' + session + '.cbor' });
+    document.body.append(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 10000);
+  } catch (e) { showError(err, e); }
 }
 
 $('#chain-search').addEventListener('submit', ev => { ev.preventDefault(); chainBefore = 0; chainHistory = []; loadChain().catch(e => banner(e.message)); });
