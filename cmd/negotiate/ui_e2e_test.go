@@ -357,6 +357,17 @@ func TestDashboardEndToEnd(t *testing.T) {
 		chromedp.Click(`#agents-table tr[data-agent="`+idB.String()+`"] .act-ping`, chromedp.ByQuery),
 		chromedp.WaitVisible(`#agents-table tr[data-agent="`+idB.String()+`"] .rtt.ok`, chromedp.ByQuery))
 	A.screenshot(shots, "peers")
+	// At phone width no page is wider than the screen (tables scroll in
+	// their own box).
+	A.run("phone width", chromedp.EmulateViewport(390, 844))
+	for _, page := range []string{"inbox", "propose", "sessions", "chain", "peers"} {
+		A.show(page)
+		var fits bool
+		A.run("width of "+page, chromedp.Sleep(200*time.Millisecond), chromedp.Evaluate(`document.documentElement.scrollWidth <= window.innerWidth + 1`, &fits))
+		if !fits {
+			t.Errorf("the %s page is wider than a 390 px screen", page)
+		}
+	}
 	t.Logf("browser test took %s (screenshots in %s)", time.Since(start).Round(time.Second), shots)
 
 	if os.Getenv(screenshotsEnv) == "1" {

@@ -313,7 +313,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 // api checks the method and CSRF token, then hands r to the control API.
 func (s *Server) api(w http.ResponseWriter, r *http.Request, byHeader bool) {
 	switch r.Method {
-	case http.MethodGet, http.MethodHead:
+	case http.MethodGet:
 	case http.MethodPost:
 		if !byHeader && subtle.ConstantTimeCompare([]byte(r.Header.Get(CSRFHeader)), []byte(s.csrf)) != 1 {
 			s.refuse(w, r, http.StatusForbidden, "missing or wrong CSRF token: reload the dashboard")

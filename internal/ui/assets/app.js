@@ -116,9 +116,7 @@ function termsEditor(initial) {
 // ---- inbox ----
 
 async function loadInbox() {
-  const [props, sessions, msgs] = await Promise.all([api('GET', '/v1/proposals'), api('GET', '/v1/sessions'), api('GET', '/v1/inbox')]);
-  const deadline = {};
-  for (const s of sessions) deadline[s.session] = s.deadline;
+  const [props, msgs] = await Promise.all([api('GET', '/v1/proposals'), api('GET', '/v1/inbox')]);
   // Keep the cards already shown (a counter being edited survives a live
   // update); add new ones, drop decided ones.
   const box = $('#proposals');
@@ -127,7 +125,7 @@ async function loadInbox() {
   const cards = props.map(p => {
     const key = p.session + '|' + p.kind + '|' + p.round;
     if (shown[key]) return shown[key];
-    const c = proposalCard(p, deadline[p.session]);
+    const c = proposalCard(p);
     c.dataset.key = key;
     return c;
   });
@@ -146,7 +144,7 @@ async function loadInbox() {
 
 function setBadge(n) { const b = $('#badge'); b.textContent = n; b.hidden = n === 0; }
 
-function proposalCard(p, deadline) {
+function proposalCard(p) {
   const err = h('div', { class: 'error', role: 'alert' });
   const title = p.kind === 'counter' ? 'Counter from ' : p.kind === 'offer' ? 'Signed offer from ' : 'Proposal from ';
   const card = h('div', { class: 'card proposal', dataset: { session: p.session, kind: p.kind, round: p.round } },
@@ -156,7 +154,7 @@ function proposalCard(p, deadline) {
       h('dt', {}, 'round'), h('dd', { class: 'round' }, p.round),
       h('dt', {}, 'terms'), h('dd', { class: 'mono terms' }, termsText(p.terms)),
       h('dt', {}, 'parties'), h('dd', {}, p.parties.map(x => h('span', { class: 'mono', title: x }, agentLabel(x) + ' '))),
-      h('dt', {}, 'deadline'), h('dd', {}, deadline ? when(deadline) : '—')));
+      h('dt', {}, 'deadline'), h('dd', {}, p.deadline ? when(p.deadline) : '—')));
   const decide = async (body, btns) => {
     err.textContent = '';
     btns.forEach(b => b.disabled = true);
