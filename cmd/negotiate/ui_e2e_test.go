@@ -347,6 +347,43 @@ func TestDashboardEndToEnd(t *testing.T) {
 		t.Fatalf("receipt parties %v do not include A %s", v.Parties, idA)
 	}
 
+	// Refusals on the page: A makes a signed offer (its chain locks at
+	// once), so aborting it is unsafe and a second offer finds the chain
+	// busy; B then rejects the offer with a reason.
+	A.show("propose")
+	A.run("signed offer", chromedp.Click(`#propose-form input[name="kind"][value="offer"]`, chromedp.ByQuery),
+		chromedp.Click(`#propose-form button[type="submit"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#progress .progress:first-child[data-state="signing"]`, chromedp.ByQuery))
+	var offer string
+	A.run("offer id", chromedp.AttributeValue(`#progress .progress:first-child`, "data-session", &offer, &ok, chromedp.ByQuery))
+	A.run("second offer refused", chromedp.Click(`#propose-form button[type="submit"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(`#propose-error:not(:empty)`, chromedp.ByQuery), chromedp.Text(`#propose-error`, &errText, chromedp.ByQuery))
+	if !strings.Contains(errText, "busy") {
+		t.Fatalf("a second offer while the chain is locked shows %q", errText)
+	}
+	A.show("sessions")
+	detail := `#session-detail .card[data-session="` + offer + `"]`
+	A.run("abort refused", chromedp.Click(`#sessions-table tr[data-session="`+offer+`"]`, chromedp.ByQuery),
+		chromedp.WaitVisible(detail+" .act-abort", chromedp.ByQuery),
+		chromedp.Click(detail+" .act-abort", chromedp.ByQuery),
+		chromedp.WaitVisible(detail+` .error:not(:empty)`, chromedp.ByQuery),
+		chromedp.Text(detail+" .error", &errText, chromedp.ByQuery))
+	if !strings.Contains(errText, "no longer safe") {
+		t.Fatalf("an unsafe abort shows %q", errText)
+	}
+	var lockLine string
+	A.run("lock holder shown", chromedp.Text("#lock-line", &lockLine, chromedp.ByQuery))
+	if !strings.Contains(lockLine, offer) {
+		t.Fatalf("the sessions page says %q, want the lock held by %s", lockLine, offer)
+	}
+	offerCard := `#proposals .proposal[data-session="` + offer + `"][data-kind="offer"]`
+	B.show("inbox")
+	B.run("reject the offer", chromedp.WaitVisible(offerCard, chromedp.ByQuery),
+		chromedp.SendKeys(offerCard+" input.reason", "no second book", chromedp.ByQuery),
+		chromedp.Click(offerCard+" .act-reject", chromedp.ByQuery),
+		chromedp.WaitNotPresent(offerCard, chromedp.ByQuery))
+	A.run("offer ends rejected", chromedp.WaitVisible(detail+" .pill.rejected", chromedp.ByQuery))
+
 	// The other pages, for the screenshots and to see they render.
 	A.show("sessions")
 	A.run("session row", chromedp.Click(`#sessions-table tr[data-session="`+session+`"]`, chromedp.ByQuery),

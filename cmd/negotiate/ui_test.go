@@ -329,6 +329,37 @@ func TestDashboardAPI(t *testing.T) {
 	if after := A.state(); after != before {
 		t.Fatalf("refused requests changed the node:\nbefore %s\nafter  %s", before, after)
 	}
+
+	// Refusals of the engine in a session's state are 409s that say why:
+	// a signed offer locks A's chain at once, so aborting it is unsafe and
+	// a second offer finds the chain busy.
+	A.ok("POST", "/v1/sessions", `{"with":["`+idB.String()+`"],"terms":{"item":"lamp"},"offer":true,"timeout_ms":30000}`, &started)
+	s4 := started.Session
+	B.waitFor("offer at B", "/v1/proposals", func(s string) bool { return strings.Contains(s, s4) && strings.Contains(s, `"kind":"offer"`) })
+	for _, c := range []struct{ path, body, want string }{
+		{"/v1/sessions/" + s4 + "/decide", `{"action":"abort"}`, "no longer safe"},
+		{"/v1/sessions", `{"with":["` + idB.String() + `"],"terms":{"item":"desk"},"offer":true}`, "busy"},
+	} {
+		code, body := A.do("POST", c.path, c.body)
+		if code != 409 || !strings.Contains(body, c.want) {
+			t.Errorf("POST %s %s: %d %s, want 409 saying %q", c.path, c.body, code, body, c.want)
+		}
+	}
+	if code, body := B.do("POST", "/v1/sessions/"+s4+"/decide", `{"action":"counter","terms":{"item":"lamp","price":1}}`); code != 409 {
+		t.Errorf("counter to a signed offer: %d %s, want 409", code, body)
+	}
+	B.ok("POST", "/v1/sessions/"+s4+"/decide", `{"action":"reject","reason":"no lamps"}`, nil)
+	A.waitFor("A's offer rejected, lock released", "/v1/chain/status", func(s string) bool { return strings.Contains(s, `"lock":null`) })
+
+	// An agent nobody publishes: the session ends unreachable, naming it.
+	code, body = A.do("POST", "/v1/sessions", `{"with":["`+unknown.String()+`"],"terms":{"item":"x"},"timeout_ms":20000}`)
+	if code == 200 {
+		json.Unmarshal([]byte(body), &started)
+		body = A.waitFor("session with an unknown agent ends", "/v1/sessions/"+started.Session, func(s string) bool { return strings.Contains(s, `"state":"aborted"`) })
+	}
+	if !strings.Contains(body, unknown.Short()) && !strings.Contains(body, string(unknown)) {
+		t.Errorf("propose to an unknown agent: %d %s, want it named", code, body)
+	}
 }
 
 func TestNodeUIFlagsUsage(t *testing.T) {

@@ -71,6 +71,21 @@ function showError(where, err) {
   if (where) { where.textContent = msg; where.className = 'error'; } else banner(msg);
 }
 
+// Errors of actions in views that live updates rebuild (a session's detail,
+// a chain record) are kept by key, so the next rebuild shows them again.
+const stickyErrors = new Map();
+function errorBox(key) {
+  const el = h('div', { class: 'error', role: 'alert', dataset: { errorKey: key } });
+  el.textContent = stickyErrors.get(key) || '';
+  return el;
+}
+function stickError(el, e) {
+  const msg = e instanceof Error ? e.message : String(e);
+  stickyErrors.set(el.dataset.errorKey, msg);
+  el.textContent = msg;
+}
+function unstickError(el) { stickyErrors.delete(el.dataset.errorKey); el.textContent = ''; }
+
 // ---- terms ----
 
 // termValue reads a value as the CLI does: integers, decimals, true/false,
@@ -300,20 +315,20 @@ async function loadSessionDetail(id) {
 }
 
 function receiptButton(session) {
-  const err = h('div', { class: 'error', role: 'alert' });
+  const err = errorBox('receipt:' + session);
   const btn = h('button', { class: 'secondary act-receipt' }, 'Download receipt (CBOR)');
   btn.addEventListener('click', () => downloadReceipt(session, err));
   return h('div', {}, h('div', { class: 'actions' }, btn), err);
 }
 
 function abortForm(s) {
-  const err = h('div', { class: 'error', role: 'alert' });
+  const err = errorBox('abort:' + s.session);
   const reason = h('input', { placeholder: 'reason (optional)', maxlength: 200 });
   const btn = h('button', { class: 'danger act-abort' }, 'Abort');
   btn.addEventListener('click', async () => {
-    err.textContent = '';
+    unstickError(err);
     try { await api('POST', '/v1/sessions/' + encodeURIComponent(s.session) + '/decide', { action: 'abort', reason: reason.value }); banner('abort sent', true); refresh(); }
-    catch (e) { showError(err, e); }
+    catch (e) { stickError(err, e); }
   });
   return h('div', {}, h('div', { class: 'actions' }, btn, reason), err);
 }
@@ -344,7 +359,7 @@ async function loadChain() {
 
 function recordCard(r) {
   const d = r.record;
-  const err = h('div', { class: 'error', role: 'alert' });
+  const err = errorBox('receipt:' + (d ? d.session : r.seq));
   const card = h('div', { class: 'card record', dataset: { seq: r.seq, kind: r.kind, record: r.record_hash || '' } },
     h('h3', {}, '#', r.seq, ' ', r.kind, ' ', r.verified ? h('span', { class: 'ok verified' }, '✓ verified') : h('span', { class: 'bad verified' }, '✗ ', r.verify_error || 'not verified')),
     h('dl', { class: 'kv' },
@@ -366,14 +381,14 @@ function recordCard(r) {
 
 // downloadReceipt saves the commit certificate of a committed session.
 async function downloadReceipt(session, err) {
-  err.textContent = '';
+  unstickError(err);
   try {
     const resp = await api('GET', '/v1/sessions/' + encodeURIComponent(session) + '/receipt');
     const blob = await resp.blob();
     const a = h('a', { href: URL.createObjectURL(blob), download: 'receipt-' + session + '.cbor' });
     document.body.append(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 10000);
-  } catch (e) { showError(err, e); }
+  } catch (e) { stickError(err, e); }
 }
 
 $('#chain-search').addEventListener('submit', ev => { ev.preventDefault(); chainBefore = 0; chainHistory = []; loadChain().catch(e => banner(e.message)); });
