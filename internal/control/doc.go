@@ -9,6 +9,12 @@
 // from the Client as an *Error that matches the package's sentinel errors
 // with errors.Is, so a CLI maps them to exit codes in one place.
 //
+// An EventHub (Options.Events) streams what happens on the node as
+// server-sent events (GET /v1/events) to the web dashboard and `negotiate
+// events`, and keeps recent events for session timelines. Chain records are
+// paged newest first and searched (GET /v1/chain/records) with the engine's
+// record decoder plugged in (Local.DescribeRecord).
+//
 // Local serves the same chain views straight from a bbolt file, so commands
 // read the chain through one interface (ChainReader) whether a node runs or
 // not. The package must never hold protocol or engine logic: it moves

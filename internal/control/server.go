@@ -149,7 +149,7 @@ type Server struct {
 //	GET  /v1/chain/status, /v1/chain/entries?from=N&limit=N, /v1/chain/verify, /v1/chain/export?format=json|cbor   (with Options.Chain)
 //	GET  /v1/chain/records?before=N&limit=N&q=TEXT   (with Options.Chain, newest first)
 //	GET  /v1/peers, /v1/inbox; POST /v1/ping, /v1/send   (when node implements Messenger)
-//	GET  /v1/events   (server-sent events, with Options.Events)
+//	GET  /v1/events (server-sent events), /v1/events/recent?session=ID   (with Options.Events)
 func NewServer(node Node, opts Options) *Server {
 	s := &Server{mux: http.NewServeMux(), opts: opts, log: opts.Logger}
 	if s.log == nil {
