@@ -51,6 +51,17 @@ type NodeConfig struct {
 	Policy Policy
 	// SignCheck, when set, is asked before this agent signs an agreement.
 	SignCheck func(a *protocol.Agreement) error
+	// HeadCheck, when set, is asked right before this agent signs (after
+	// SignCheck) with the agreement and the chain heads at which the other
+	// parties already signed it (their verified statements), by agent ID;
+	// an error refuses, as SignCheck's does. With HeadCheck set, a
+	// participant signs only once it holds the initiator's statement (the
+	// initiator always signs first), so it always sees the initiator's
+	// head: compare it with the chain the initiator presented (VerifyChain)
+	// to know nothing was left out of it. The initiator is not asked. Like
+	// SignCheck it runs inside the engine: it must be quick and must not
+	// block on the network.
+	HeadCheck func(a *protocol.Agreement, heads map[sign.AgentID]chain.Head) error
 	// ResolveInitial / ResolveMax: how soon and how often (with doubling
 	// backoff) a signed party asks the others how a session ended. Zero:
 	// 2 s and 30 s.
@@ -137,6 +148,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	lock, _ := cfg.Chain.Lock()
 	eng, err := engine.NewEngine(engine.CoreConfig{
 		Key: cfg.Key, Head: cfg.Chain.Head(), Lock: lock, Checkpoints: cps, SignCheck: cfg.SignCheck,
+		HeadCheck:  cfg.HeadCheck,
 		Checkpoint: checkpoint, EndedRetentionMillis: keep.Milliseconds(),
 		ResolveInitialMillis: cfg.ResolveInitial.Milliseconds(), ResolveMaxMillis: cfg.ResolveMax.Milliseconds(),
 	})

@@ -67,6 +67,16 @@ type CoreConfig struct {
 	// SignCheck, when set, is asked before this agent signs an agreement;
 	// an error makes it refuse. It must be deterministic.
 	SignCheck func(a *protocol.Agreement) error
+	// HeadCheck, when set, is asked right before this agent signs (after
+	// SignCheck) with the agreement and the chain heads at which the other
+	// parties already signed it, from their verified statements, keyed by
+	// agent ID; an error makes it refuse. With HeadCheck set a participant
+	// signs only once it holds the initiator's statement (the initiator
+	// always signs first, so this cannot deadlock), so a participant always
+	// sees the initiator's head: an application compares it with the chain
+	// the initiator presented, so that nothing was left out. The initiator
+	// signs first and is not asked. It must be deterministic.
+	HeadCheck func(a *protocol.Agreement, heads map[sign.AgentID]chain.Head) error
 	// ResolveInitialMillis is the first delay before a signed party asks the
 	// others how the session ended (default 2000). It doubles up to
 	// ResolveMaxMillis (default 30000).

@@ -30,16 +30,18 @@ type coreNet struct {
 }
 
 type coreNode struct {
-	name     string
-	key      *sign.PrivateKey
-	ch       *chain.Chain
-	eng      *Engine
-	down     bool
-	policy   func(n *coreNode, ev Event) *Decision
-	outcomes map[string]*Outcome
-	events   []Event
-	errs     []error
-	writes   []chain.Write // every durable write, in order
+	name   string
+	key    *sign.PrivateKey
+	ch     *chain.Chain
+	eng    *Engine
+	down   bool
+	policy func(n *coreNode, ev Event) *Decision
+	// headCheck, when set, is the engine's CoreConfig.HeadCheck (set before restart).
+	headCheck func(a *protocol.Agreement, heads map[sign.AgentID]chain.Head) error
+	outcomes  map[string]*Outcome
+	events    []Event
+	errs      []error
+	writes    []chain.Write // every durable write, in order
 }
 
 type coreMsg struct {
@@ -85,7 +87,7 @@ func (n *coreNet) restart(nd *coreNode) {
 		n.t.Fatal(err)
 	}
 	lock, _ := nd.ch.Lock()
-	eng, err := NewEngine(CoreConfig{Key: nd.key, Head: nd.ch.Head(), Lock: lock, Checkpoints: cps})
+	eng, err := NewEngine(CoreConfig{Key: nd.key, Head: nd.ch.Head(), Lock: lock, Checkpoints: cps, HeadCheck: nd.headCheck})
 	if err != nil {
 		n.t.Fatalf("%s: restart: %v", nd.name, err)
 	}

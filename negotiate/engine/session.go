@@ -79,6 +79,7 @@ type session struct {
 	head      chain.Head
 	readys    map[int]*protocol.Ready
 	early     []*Received // participant: readys/refusals that came before the preflight
+	awaitInit bool        // participant with HeadCheck: preflight checked, waiting for the initiator's Ready to sign
 
 	// final
 	final      State
@@ -735,6 +736,28 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 		e.refuse(now, s, "the preflight's agreement is not the terms this agent saw in that round", false, "", out)
 	case !s.accepted:
 		e.refuse(now, s, fmt.Sprintf("this agent did not accept round %d", s.round), false, "", out)
+	case e.cfg.HeadCheck != nil:
+		// Sign only with the initiator's statement here, so that HeadCheck
+		// sees the head the initiator signed at.
+		early := s.early
+		s.early = nil
+		for _, r := range early {
+			if rd, ok := r.Body.(*protocol.Ready); ok {
+				_ = e.onReady(now, r, rd, out)
+			}
+		}
+		s.early = early
+		if r := e.earlyRefusal(s); r != nil {
+			e.abortWithCert(now, s, r.Raw, "refused by "+r.From.Short(), false, out)
+			break
+		}
+		if s.readys[0] == nil {
+			s.awaitInit = true
+			break
+		}
+		if !e.refuseUnsignable(now, s, out) {
+			e.signAndSend(now, s, out, nil)
+		}
 	case e.refuseUnsignable(now, s, out):
 	default:
 		if r := e.earlyRefusal(s); r != nil {
@@ -765,14 +788,25 @@ func (e *Engine) refuseUnsignable(now int64, s *session, out *Output) bool {
 	case e.lock != nil && e.lock.Session != s.id:
 		e.refuse(now, s, fmt.Sprintf("chain is locked by session %s", e.lock.Session), true, e.lock.Session, out)
 	default:
-		if e.cfg.SignCheck == nil {
-			return false
+		if e.cfg.SignCheck != nil {
+			if err := e.cfg.SignCheck(s.agreement); err != nil {
+				e.refuse(now, s, "check before signing failed: "+err.Error(), false, "", out)
+				return true
+			}
 		}
-		err := e.cfg.SignCheck(s.agreement)
-		if err == nil {
-			return false
+		if e.cfg.HeadCheck != nil {
+			heads := make(map[sign.AgentID]chain.Head, len(s.readys))
+			for i, r := range s.readys {
+				if i != s.selfIdx && r != nil {
+					heads[s.parties[i].ID] = r.Head
+				}
+			}
+			if err := e.cfg.HeadCheck(s.agreement, heads); err != nil {
+				e.refuse(now, s, "check before signing failed: "+err.Error(), false, "", out)
+				return true
+			}
 		}
-		e.refuse(now, s, "check before signing failed: "+err.Error(), false, "", out)
+		return false
 	}
 	return true
 }
@@ -883,6 +917,14 @@ func (e *Engine) onReady(now int64, m *Received, r *protocol.Ready, out *Output)
 		return nil
 	}
 	s.readys[i] = r
+	if s.awaitInit && i == 0 && s.final == "" && s.vote == voteNone {
+		// HeadCheck: the initiator's statement was all this agent waited for.
+		s.awaitInit = false
+		if !e.refuseUnsignable(now, s, out) {
+			e.signAndSend(now, s, out, nil)
+		}
+		return nil
+	}
 	if s.final == "" {
 		e.maybeCommit(now, s, out)
 	}
@@ -1115,10 +1157,14 @@ func (e *Engine) onQuery(now int64, m *Received, q *protocol.Query, out *Output)
 		e.send(out, s, m.From, protocol.TypeAbort, &protocol.Abort{Certificate: s.abortCert})
 	case s.vote == voteSigned:
 		e.send(out, s, m.From, protocol.TypeStatus, &protocol.Status{State: string(PhaseSigning), Ready: s.readys[s.selfIdx]})
-	case s.final == "" && now < s.deadline && (s.agreement == nil && s.accepted || s.offer && s.pending):
-		// The preflight may still be on its way, or an offer waits for
-		// this agent's decision: not yet.
+	case s.final == "" && now < s.deadline && (s.agreement == nil && s.accepted || s.offer && s.pending || s.awaitInit):
+		// The preflight may still be on its way, an offer waits for this
+		// agent's decision, or (HeadCheck) the initiator's Ready: not yet.
 		e.send(out, s, m.From, protocol.TypeStatus, &protocol.Status{State: string(PhaseNegotiating)})
+		if s.awaitInit && s.indexOf(m.From) == 0 {
+			// Its Ready was lost: its answer to a query carries it again.
+			e.send(out, s, m.From, protocol.TypeQuery, &protocol.Query{AgreementHash: s.ah})
+		}
 	default:
 		// Not signed and never going to: a durable refusal ends it for all.
 		_, had := s.refusals[q.AgreementHash]
