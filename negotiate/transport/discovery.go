@@ -201,7 +201,7 @@ func DHTOptions(now func() time.Time) []dht.Option {
 func (h *Host) hostStartDiscovery(ctx context.Context, d *dht.IpfsDHT, bootstrap []peer.AddrInfo, useMDNS bool) error {
 	if d == nil {
 		var err error
-		d, err = dht.New(h.h, append(DHTOptions(h.now), dht.DisableProviders(), dht.BootstrapPeers(bootstrap...))...)
+		d, err = dht.New(h.h, append(DHTOptions(h.now), dht.BootstrapPeers(bootstrap...))...)
 		if err != nil {
 			return fmt.Errorf("negotiate: start DHT: %w", err)
 		}
