@@ -1,0 +1,372 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/negotiate"
+	"github.com/negotiate-dev/negotiate/sign"
+)
+
+// MarketConfig is a whole market in one process: real nodes on loopback,
+// one chain file per agent.
+type MarketConfig struct {
+	Buyers, Sellers, Cheaters int
+	// Dir holds the agents' homes; empty means a temporary directory,
+	// removed afterwards.
+	Dir string
+	// Out receives the transcript (one line per trade or refusal).
+	Out    io.Writer
+	Logger *slog.Logger
+}
+
+// Summary is the market's end state, as checked from the chains.
+type Summary struct {
+	TradesCommitted int               `json:"trades_committed"`
+	TradesRefused   int               `json:"trades_refused"`
+	NoDeal          int               `json:"no_deal"`
+	Cheaters        int               `json:"cheaters"`
+	CheatAttempts   int               `json:"cheat_attempts"`
+	CheatersRefused int               `json:"cheaters_refused"`
+	Balances        map[string]int64  `json:"balances"`
+	BalanceSum      int64             `json:"balance_sum"`
+	Chains          int               `json:"chains"`
+	ChainsVerified  int               `json:"chains_verified"`
+	RecordsMatched  int               `json:"records_matched"`
+	LocksLeft       int               `json:"locks_left"`
+	Agents          map[string]string `json:"agents"`
+	Dir             string            `json:"dir,omitempty"`
+	Problems        []string          `json:"problems,omitempty"`
+	OK              bool              `json:"ok"`
+}
+
+// categories every seller lists in.
+var categories = []string{"books", "lamps"}
+
+// sellerListings gives seller i one listing per category, at prices that
+// differ between sellers.
+func sellerListings(i int) []Listing {
+	return []Listing{
+		{ID: fmt.Sprintf("s%d-book", i), Category: "books", Item: fmt.Sprintf("book #%d", i), Price: int64(60 + 10*(i%4))},
+		{ID: fmt.Sprintf("s%d-lamp", i), Category: "lamps", Item: fmt.Sprintf("lamp #%d", i), Price: int64(90 + 15*(i%3))},
+	}
+}
+
+// buyerStrategy varies the buyers: limits and opening bids differ.
+func buyerStrategy(i int) BuyerStrategy {
+	return BuyerStrategy{LimitPct: int64(85 + 5*(i%4)), Budget: 400, OpenPct: int64(55 + 5*(i%3)), StepPct: 10}
+}
+
+var defaultSeller = SellerStrategy{FloorPct: 75, ConcedePct: 6}
+
+// eagerBuyer is a cheater's strategy: it wants the deal and pays list.
+var eagerBuyer = BuyerStrategy{LimitPct: 150, Budget: 400, OpenPct: 100, StepPct: 10}
+
+// RunMarket runs the market to the end and checks every chain.
+func RunMarket(ctx context.Context, cfg MarketConfig) (*Summary, error) {
+	if cfg.Out == nil {
+		cfg.Out = io.Discard
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "marketplace-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	m := &market{out: cfg.Out, names: map[sign.AgentID]string{}, start: time.Now()}
+
+	var agents []*Agent
+	defer func() {
+		for _, a := range agents {
+			a.Close()
+		}
+	}()
+	start := func(c AgentConfig) (*Agent, error) {
+		c.Dir, c.Logger, c.Report = filepath.Join(dir, c.Name), cfg.Logger, m.report
+		if len(agents) > 0 {
+			c.Bootstrap = agents[0].Addrs()
+		}
+		a, err := StartAgent(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		agents = append(agents, a)
+		m.mu.Lock()
+		m.names[a.ID()] = c.Name
+		m.mu.Unlock()
+		return a, nil
+	}
+	var sellers, buyers []*Agent
+	for i := range cfg.Sellers {
+		a, err := start(AgentConfig{Name: fmt.Sprintf("seller-%d", i), Role: RoleSeller, Listings: sellerListings(i), Seller: defaultSeller})
+		if err != nil {
+			return nil, err
+		}
+		sellers = append(sellers, a)
+	}
+	for i := range cfg.Buyers + cfg.Cheaters {
+		c := AgentConfig{Name: fmt.Sprintf("buyer-%d", i), Role: RoleBuyer, Buyer: buyerStrategy(i), Prefer: i}
+		if i >= cfg.Buyers {
+			k := i - cfg.Buyers
+			c.Cheat = []string{CheatLiar, CheatHider}[k%2]
+			c.Name = fmt.Sprintf("cheater-%d-%s", k, c.Cheat)
+			c.Buyer = eagerBuyer
+		}
+		a, err := start(c)
+		if err != nil {
+			return nil, err
+		}
+		buyers = append(buyers, a)
+	}
+	fmt.Fprintf(m.out, "market: %d sellers, %d buyers, %d cheaters on 127.0.0.1, chains in %s\n", cfg.Sellers, cfg.Buyers, cfg.Cheaters, dir)
+	for _, s := range sellers {
+		if err := publish(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+
+	var wg sync.WaitGroup
+	errs := make([]error, len(buyers))
+	for i, b := range buyers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cat := categories[i%len(categories)]
+			switch b.cfg.Cheat {
+			case CheatLiar: // every try is a lie
+				errs[i] = b.Buy(ctx, cat, 2, 2)
+			case CheatHider: // one honest trade, then hide it, twice
+				errs[i] = b.Buy(ctx, cat, 3, 4)
+			default:
+				errs[i] = b.Buy(ctx, cat, 2, 2*maxAttempts)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	// Stop every node, so nothing moves while the chains are checked.
+	for _, a := range agents {
+		if err := a.node.Close(); err != nil {
+			slog.Debug("close node", "agent", a.Name(), "err", err)
+		}
+	}
+	s := m.summarize(agents)
+	if cfg.Dir != "" {
+		s.Dir = cfg.Dir
+	}
+	return s, nil
+}
+
+// publish announces a seller's categories, retrying while the DHT fills.
+func publish(ctx context.Context, s *Agent) error {
+	var err error
+	for try := 0; try < 10; try++ {
+		if err = s.Publish(ctx); err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return err
+}
+
+// market collects the agents' reports and prints the transcript.
+type market struct {
+	mu      sync.Mutex
+	out     io.Writer
+	names   map[sign.AgentID]string
+	reports []Report
+	start   time.Time
+}
+
+func (m *market) name(id sign.AgentID) string {
+	if n, ok := m.names[id]; ok {
+		return n
+	}
+	return id.Short()
+}
+
+func (m *market) report(r Report) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.reports = append(m.reports, r)
+	at := time.Since(m.start).Seconds()
+	with := m.name(r.With)
+	cheat := ""
+	if r.Cheat != "" {
+		cheat = " [cheat: " + r.Cheat + "]"
+	}
+	switch r.Kind {
+	case "committed":
+		t := r.Trade
+		fmt.Fprintf(m.out, "%6.2fs TRADE    %-16s bought %-8s from %-10s for %3d in %d round(s); balances %s %+d, %s %+d; record %.16s%s\n",
+			at, r.Agent, t.Item, with, t.Price, r.Rounds, r.Agent, t.BuyerBalance, with, t.SellerBalance, r.Record, cheat)
+	case "refused":
+		fmt.Fprintf(m.out, "%6.2fs REFUSED  %-16s by %-10s%s: %s\n", at, r.Agent, with, cheat, r.Reason)
+	default:
+		fmt.Fprintf(m.out, "%6.2fs NO DEAL  %-16s with %-10s%s: %s\n", at, r.Agent, with, cheat, r.Reason)
+	}
+}
+
+// summarize checks every chain and tallies the reports.
+func (m *market) summarize(agents []*Agent) *Summary {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := &Summary{Balances: map[string]int64{}, Agents: map[string]string{}}
+	problem := func(f string, args ...any) { s.Problems = append(s.Problems, fmt.Sprintf(f, args...)) }
+	records := map[sign.AgentID]map[chain.Hash]Trade{}
+	for _, a := range agents {
+		s.Chains++
+		s.Agents[a.Name()] = string(a.ID())
+		if l, locked := a.chain.Lock(); locked {
+			s.LocksLeft++
+			problem("%s: chain still locked by session %s", a.Name(), l.Session)
+		}
+		entries, err := ReadChain(a.chain)
+		if err != nil {
+			problem("%s: %v", a.Name(), err)
+			continue
+		}
+		if err := negotiate.VerifyChain(a.ID(), entries); err != nil {
+			problem("%s: chain does not verify: %v", a.Name(), err)
+			continue
+		}
+		st, err := Ledger(a.ID(), entries)
+		if err != nil {
+			problem("%s: %v", a.Name(), err)
+			continue
+		}
+		s.ChainsVerified++
+		s.Balances[a.Name()] = st.Balance
+		s.BalanceSum += st.Balance
+		records[a.ID()] = tradeRecords(entries)
+	}
+	// Every trade is the identical record on both parties' chains.
+	for id, recs := range records {
+		for h, t := range recs {
+			other := t.Seller
+			if other == id {
+				continue // counted once, from the buyer's side
+			}
+			if _, ok := records[other][h]; !ok {
+				problem("record %.16s on %s's chain is missing from %s's", h, m.name(id), m.name(other))
+				continue
+			}
+			s.RecordsMatched++
+		}
+	}
+	s.TradesCommitted = s.RecordsMatched
+	cheaters := map[string][2]int{} // name → attempts, refused
+	for _, r := range m.reports {
+		switch r.Kind {
+		case "refused":
+			s.TradesRefused++
+		case "no-deal":
+			s.NoDeal++
+		}
+		if r.Cheat != "" {
+			c := cheaters[r.Agent]
+			c[0]++
+			if r.Kind == "refused" && strings.Contains(r.Reason, ErrCheat.Error()) {
+				c[1]++ // refused, and for the cheat
+			} else if r.Kind == "committed" {
+				problem("%s: a cheating trade committed (session %s)", r.Agent, r.Session)
+			}
+			cheaters[r.Agent] = c
+		}
+	}
+	for _, a := range agents {
+		if a.cfg.Cheat == "" {
+			continue
+		}
+		s.Cheaters++
+		c := cheaters[a.Name()]
+		s.CheatAttempts += c[0]
+		switch {
+		case c[0] == 0:
+			problem("%s never got to cheat", a.Name())
+		case c[1] == c[0]:
+			s.CheatersRefused++
+		default:
+			problem("%s: %d of %d cheating attempts refused for the cheat", a.Name(), c[1], c[0])
+		}
+	}
+	if s.BalanceSum != 0 {
+		problem("balances sum to %d, not 0", s.BalanceSum)
+	}
+	if s.ChainsVerified != s.Chains {
+		problem("%d of %d chains verified", s.ChainsVerified, s.Chains)
+	}
+	sort.Strings(s.Problems)
+	s.OK = len(s.Problems) == 0
+	return s
+}
+
+// tradeRecords maps the hash of every trade record on a chain to its trade.
+func tradeRecords(entries []chain.Entry) map[chain.Hash]Trade {
+	out := map[chain.Hash]Trade{}
+	for i := range entries {
+		if entries[i].Kind != kindAgreement {
+			continue
+		}
+		rec, h, err := negotiate.VerifyReceipt(entries[i].Payload)
+		if err != nil {
+			continue
+		}
+		var t Trade
+		if err := cbor.Unmarshal(rec.Agreement.Terms, &t); err == nil && t.Kind == TradeKind {
+			out[h] = t
+		}
+	}
+	return out
+}
+
+// PrintSummary writes the summary for people.
+func PrintSummary(w io.Writer, s *Summary) {
+	fmt.Fprintf(w, "\nsummary\n")
+	fmt.Fprintf(w, "  trades committed   %d (each the identical record on both chains: %d)\n", s.TradesCommitted, s.RecordsMatched)
+	fmt.Fprintf(w, "  trades refused     %d\n", s.TradesRefused)
+	fmt.Fprintf(w, "  no deal            %d\n", s.NoDeal)
+	fmt.Fprintf(w, "  cheaters refused   %d of %d (%d cheating attempts, every one refused: %v)\n", s.CheatersRefused, s.Cheaters, s.CheatAttempts, s.CheatersRefused == s.Cheaters)
+	fmt.Fprintf(w, "  chains verified    %d of %d\n", s.ChainsVerified, s.Chains)
+	fmt.Fprintf(w, "  locks left         %d\n", s.LocksLeft)
+	names := make([]string, 0, len(s.Balances))
+	for n := range s.Balances {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(w, "  balances           ")
+	for i, n := range names {
+		if i > 0 {
+			fmt.Fprintf(w, ", ")
+		}
+		fmt.Fprintf(w, "%s %+d", n, s.Balances[n])
+	}
+	fmt.Fprintf(w, "\n  balance sum        %d\n", s.BalanceSum)
+	for _, p := range s.Problems {
+		fmt.Fprintf(w, "  PROBLEM: %s\n", p)
+	}
+	if s.OK {
+		fmt.Fprintf(w, "  ok\n")
+	}
+}
