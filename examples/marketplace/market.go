@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +38,7 @@ type Summary struct {
 	NoDeal          int               `json:"no_deal"`
 	Cheaters        int               `json:"cheaters"`
 	CheatAttempts   int               `json:"cheat_attempts"`
+	CheatsCaught    int               `json:"cheats_caught"`
 	CheatersRefused int               `json:"cheaters_refused"`
 	Balances        map[string]int64  `json:"balances"`
 	BalanceSum      int64             `json:"balance_sum"`
@@ -158,9 +158,6 @@ func RunMarket(ctx context.Context, cfg MarketConfig) (*Summary, error) {
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
 	// Stop every node, so nothing moves while the chains are checked.
 	for _, a := range agents {
 		if err := a.node.Close(); err != nil {
@@ -168,6 +165,12 @@ func RunMarket(ctx context.Context, cfg MarketConfig) (*Summary, error) {
 		}
 	}
 	s := m.summarize(agents)
+	for i, err := range errs {
+		if err != nil {
+			s.Problems = append(s.Problems, fmt.Sprintf("%s: %v", buyers[i].Name(), err))
+			s.OK = false
+		}
+	}
 	if cfg.Dir != "" {
 		s.Dir = cfg.Dir
 	}
@@ -276,7 +279,8 @@ func (m *market) summarize(agents []*Agent) *Summary {
 		}
 	}
 	s.TradesCommitted = s.RecordsMatched
-	cheaters := map[string][2]int{} // name → attempts, refused
+	cheaters := map[string][2]int{} // name → attempts, refused for the cheat
+	cheated := map[string]bool{}    // a cheating trade committed
 	for _, r := range m.reports {
 		switch r.Kind {
 		case "refused":
@@ -291,6 +295,7 @@ func (m *market) summarize(agents []*Agent) *Summary {
 				c[1]++ // refused, and for the cheat
 			} else if r.Kind == "committed" {
 				problem("%s: a cheating trade committed (session %s)", r.Agent, r.Session)
+				cheated[r.Agent] = true
 			}
 			cheaters[r.Agent] = c
 		}
@@ -302,13 +307,15 @@ func (m *market) summarize(agents []*Agent) *Summary {
 		s.Cheaters++
 		c := cheaters[a.Name()]
 		s.CheatAttempts += c[0]
+		s.CheatsCaught += c[1]
+		// An attempt that ended for another reason (the seller's credit
+		// limit, a busy seller) tested nothing; a committed one is a
+		// problem above.
 		switch {
-		case c[0] == 0:
-			problem("%s never got to cheat", a.Name())
-		case c[1] == c[0]:
+		case c[1] == 0:
+			problem("%s was never refused for cheating (%d attempts)", a.Name(), c[0])
+		case !cheated[a.Name()]:
 			s.CheatersRefused++
-		default:
-			problem("%s: %d of %d cheating attempts refused for the cheat", a.Name(), c[1], c[0])
 		}
 	}
 	if s.BalanceSum != 0 {
@@ -347,7 +354,8 @@ func PrintSummary(w io.Writer, s *Summary) {
 	fmt.Fprintf(w, "  trades committed   %d (each the identical record on both chains: %d)\n", s.TradesCommitted, s.RecordsMatched)
 	fmt.Fprintf(w, "  trades refused     %d\n", s.TradesRefused)
 	fmt.Fprintf(w, "  no deal            %d\n", s.NoDeal)
-	fmt.Fprintf(w, "  cheaters refused   %d of %d (%d cheating attempts, every one refused: %v)\n", s.CheatersRefused, s.Cheaters, s.CheatAttempts, s.CheatersRefused == s.Cheaters)
+	fmt.Fprintf(w, "  cheaters refused   %d of %d (%d cheating attempts, %d refused for the cheat, none committed: %v)\n",
+		s.CheatersRefused, s.Cheaters, s.CheatAttempts, s.CheatsCaught, s.CheatersRefused == s.Cheaters)
 	fmt.Fprintf(w, "  chains verified    %d of %d\n", s.ChainsVerified, s.Chains)
 	fmt.Fprintf(w, "  locks left         %d\n", s.LocksLeft)
 	names := make([]string, 0, len(s.Balances))
