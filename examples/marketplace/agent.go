@@ -59,7 +59,7 @@ type AgentConfig struct {
 	// Report receives what happens, for the market's transcript and summary.
 	Report func(Report)
 	// OnOutcome, when set, is told how each of the agent's sessions ended.
-	OnOutcome func(*negotiate.Outcome)
+	OnOutcome func(*Agent, *negotiate.Outcome)
 }
 
 // Report is one thing that happened to a trade, from one agent's side.
@@ -90,7 +90,8 @@ type Agent struct {
 	deskBy   string              // seller: session at the desk
 	counters chan negotiate.Event
 	spent    int64
-	cheating bool // hider: present the cut-off chain
+	cheating bool          // hider: present the cut-off chain
+	started  chan struct{} // closed once node is set: events may come before
 }
 
 // StartAgent opens (or creates) the agent's key and chain in cfg.Dir and
@@ -110,7 +111,7 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 	a := &Agent{
 		cfg: cfg, key: key, chain: c, log: log.With("agent", cfg.Name),
 		verified: map[string]Standing{}, desk: make(chan struct{}, 1),
-		counters: make(chan negotiate.Event, 16),
+		counters: make(chan negotiate.Event, 16), started: make(chan struct{}),
 	}
 	listen := cfg.Listen
 	if len(listen) == 0 {
@@ -129,6 +130,7 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 		return nil, fmt.Errorf("agent %s: start node: %w", cfg.Name, err)
 	}
 	a.node.Host().SetDirectHandler(a.onDirect)
+	close(a.started)
 	return a, nil
 }
 
@@ -352,7 +354,7 @@ func (a *Agent) ended(ev negotiate.Event) {
 		<-a.desk
 	}
 	if a.cfg.OnOutcome != nil {
-		a.cfg.OnOutcome(ev.Outcome)
+		a.cfg.OnOutcome(a, ev.Outcome)
 	}
 }
 
@@ -388,6 +390,7 @@ func (a *Agent) sitAtDesk(session string) bool {
 // onProposal is the seller's answer to a buyer's round: verify the buyer's
 // chain and claims, then haggle by SellerStrategy.
 func (a *Agent) onProposal(ev negotiate.Event) {
+	<-a.started
 	reject := func(reason string) {
 		if err := a.node.Reject(ev.Session, reason); err != nil && !errors.Is(err, negotiate.ErrNotYourTurn) {
 			a.log.Warn("reject", "session", ev.Session, "err", err)

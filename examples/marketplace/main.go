@@ -212,12 +212,17 @@ func runSeller(ctx context.Context, o *options, logger *slog.Logger, stdout, std
 	a, err := StartAgent(ctx, AgentConfig{
 		Name: "seller", Role: RoleSeller, Dir: o.home, Listen: []string{o.listen}, Bootstrap: splitAddrs(o.bootstrap),
 		Listings: listings, Seller: defaultSeller, Logger: logger, Report: m.report,
-		OnOutcome: func(o *negotiate.Outcome) {
-			if o.State == negotiate.StateCommitted {
-				fmt.Fprintf(stdout, "session %.8s committed: record %.16s\n", o.Session, o.RecordHash)
+		OnOutcome: func(a *Agent, o *negotiate.Outcome) {
+			id := o.Session[max(0, len(o.Session)-12):] // the random end of the ID
+			if o.State != negotiate.StateCommitted {
+				fmt.Fprintf(stdout, "session …%s %s: %s\n", id, o.State, o.Reason)
 				return
 			}
-			fmt.Fprintf(stdout, "session %.8s %s: %s\n", o.Session, o.State, o.Reason)
+			balance := "?"
+			if st, err := OwnStanding(a.Chain()); err == nil {
+				balance = fmt.Sprintf("%+d", st.Balance)
+			}
+			fmt.Fprintf(stdout, "session …%s committed: record %.16s, balance now %s\n", id, o.RecordHash, balance)
 		},
 	})
 	if err != nil {
