@@ -302,8 +302,12 @@ func runBuyer(ctx context.Context, o *options, logger *slog.Logger, stdout, stde
 	fmt.Fprintf(stdout, "buyer %s looking for %d in %s\n", a.ID(), o.items, o.category)
 	// Right after start our DHT may not hold the sellers' records yet.
 	var buyErr error
+	tries := o.items * maxAttempts
+	if o.cheat != "" {
+		tries = o.items + 1 // enough to show the cheat refused (a hider trades honestly first)
+	}
 	for try := 0; try < 5; try++ {
-		if buyErr = a.Buy(ctx, o.category, o.items, o.items*maxAttempts); buyErr == nil {
+		if buyErr = a.Buy(ctx, o.category, o.items, tries); buyErr == nil {
 			break
 		}
 		select {

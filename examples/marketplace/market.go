@@ -59,8 +59,8 @@ var categories = []string{"books", "lamps"}
 // differ between sellers.
 func sellerListings(i int) []Listing {
 	return []Listing{
-		{ID: fmt.Sprintf("s%d-book", i), Category: "books", Item: fmt.Sprintf("book #%d", i), Price: int64(60 + 10*(i%4))},
-		{ID: fmt.Sprintf("s%d-lamp", i), Category: "lamps", Item: fmt.Sprintf("lamp #%d", i), Price: int64(90 + 15*(i%3))},
+		{ID: fmt.Sprintf("s%d-book", i), Category: "books", Item: fmt.Sprintf("book #%d", i), Price: int64(60 + 5*(i%3))},
+		{ID: fmt.Sprintf("s%d-lamp", i), Category: "lamps", Item: fmt.Sprintf("lamp #%d", i), Price: int64(90 + 8*(i%3))},
 	}
 }
 
