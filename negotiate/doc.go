@@ -13,7 +13,8 @@
 //     hand with Node.Accept, Reject, Counter and Abort on the sessions
 //     NodeConfig.OnEvent or Node.Sessions report;
 //   - checks before signing: NodeConfig.SignCheck sees the exact agreement
-//     this agent is about to sign and may refuse it;
+//     this agent is about to sign and may refuse it, and NodeConfig.HeadCheck
+//     the chain heads the other parties signed it at;
 //   - keeps receipts: a committed Outcome carries the countersigned record,
 //     which VerifyReceipt checks with no network, and VerifyChain checks a
 //     counterpart's whole chain.
