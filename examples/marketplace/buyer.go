@@ -111,6 +111,8 @@ func (a *Agent) trade(ctx context.Context, o Offer) (bool, error) {
 		a.report(Report{Kind: "no-deal", With: o.Seller, Reason: err.Error()})
 		return false, nil
 	}
+	a.setDeal(o.Seller, seller)
+	defer a.setDeal("", Standing{})
 	p, err := a.node.Propose(ctx, []sign.AgentID{o.Seller}, t, negotiate.ProposeOptions{Timeout: sessionTimeout, MaxRounds: MaxRounds})
 	if err != nil {
 		a.report(Report{Kind: "no-deal", With: o.Seller, Reason: err.Error()})
@@ -175,6 +177,7 @@ func (a *Agent) onCounter(ctx context.Context, ev negotiate.Event, l Listing, la
 			return nil, "refused: " + err.Error()
 		}
 		*seller = st
+		a.setDeal(c.Seller, st)
 	}
 	if err := CheckTrade(&c, a.ID(), own, *seller); err != nil {
 		if errors.Is(err, ErrCheat) || errors.Is(err, ErrCredit) {
@@ -223,6 +226,18 @@ func (a *Agent) finish(out *negotiate.Outcome, t Trade, cheat string, o Offer) b
 	}
 	a.report(r)
 	return false
+}
+
+// setDeal records the seller of the buyer's open trade and its verified
+// standing, for the checks before signing ("" clears it).
+func (a *Agent) setDeal(seller sign.AgentID, st Standing) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if seller == "" {
+		a.deal = nil
+		return
+	}
+	a.deal = &deal{seller: seller, standing: st}
 }
 
 // hasTraded reports whether this agent has a trade on its chain.
