@@ -126,7 +126,10 @@ func StartAgent(ctx context.Context, cfg AgentConfig) (*Agent, error) {
 	}
 	a.node, err = negotiate.StartNode(ctx, negotiate.NodeConfig{
 		Key: key, Chain: c,
-		Host:      transport.Config{Listen: listen, Bootstrap: cfg.Bootstrap, PeerKeyFile: filepath.Join(cfg.Dir, "peer.key"), Logger: log},
+		Host: transport.Config{
+			Listen: listen, Bootstrap: cfg.Bootstrap, PeerKeyFile: filepath.Join(cfg.Dir, "peer.key"), Logger: log,
+			Providers: true, // listings are DHT provider records: every agent of the market keeps them
+		},
 		SignCheck: a.signCheck,
 		HeadCheck: a.headCheck,
 		OnEvent:   a.onEvent,

@@ -26,7 +26,9 @@ import (
 // Why provider records rather than GossipSub: a buyer that arrives later
 // still finds every seller (a gossip message is gone once sent), nothing
 // is broadcast to agents that do not look, and the DHT is already there
-// for agent records.
+// for agent records. Every agent of the market runs its DHT with
+// transport.Config.Providers on, so the peers closest to a category key
+// keep its records.
 
 const (
 	// ContentTypeCatalogue asks a seller for its signed catalogue.

@@ -198,10 +198,14 @@ func DHTOptions(now func() time.Time) []dht.Option {
 
 // hostStartDiscovery starts the DHT, connects to the bootstrap peers,
 // starts mDNS and the publish loop.
-func (h *Host) hostStartDiscovery(ctx context.Context, d *dht.IpfsDHT, bootstrap []peer.AddrInfo, useMDNS bool) error {
+func (h *Host) hostStartDiscovery(ctx context.Context, d *dht.IpfsDHT, bootstrap []peer.AddrInfo, useMDNS, providers bool) error {
 	if d == nil {
+		opts := append(DHTOptions(h.now), dht.BootstrapPeers(bootstrap...))
+		if !providers {
+			opts = append(opts, dht.DisableProviders())
+		}
 		var err error
-		d, err = dht.New(h.h, append(DHTOptions(h.now), dht.BootstrapPeers(bootstrap...))...)
+		d, err = dht.New(h.h, opts...)
 		if err != nil {
 			return fmt.Errorf("negotiate: start DHT: %w", err)
 		}

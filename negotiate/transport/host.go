@@ -96,6 +96,14 @@ type Config struct {
 	// hosts share one machine (`negotiate bench` with many pairs), where
 	// every connection costs a file descriptor at both ends.
 	MaxConnections int
+	// Providers makes the Host's own DHT keep and serve provider records,
+	// so that Host.Provide and Host.FindProviders work (they need it on
+	// the nodes that store the records, so turn it on across a deployment
+	// that uses them, such as examples/marketplace). Off by default: a
+	// node that keeps provider records stores every peer's announcements
+	// for their lifetime (48 h), memory a node that does not use them
+	// need not spend. Ignored with Config.DHT, whose own options decide.
+	Providers bool
 	// Libp2p, when set, is a libp2p host the application already runs; the
 	// Host then adds its two protocols (protocol.ProtocolSession and
 	// protocol.ProtocolMsg) and its DHT agent record to it instead of
@@ -265,7 +273,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		ownHost:   owned,
 	}
 	h.guard.Store(protocol.NewReplayGuard(0, 0))
-	if err := h.hostStartDiscovery(ctx, cfg.DHT, bootstrap, cfg.MDNS); err != nil {
+	if err := h.hostStartDiscovery(ctx, cfg.DHT, bootstrap, cfg.MDNS, cfg.Providers); err != nil {
 		h.Close()
 		return nil, err
 	}

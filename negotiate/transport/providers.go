@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 
 	"github.com/ipfs/go-cid"
@@ -13,7 +14,7 @@ import (
 	"github.com/negotiate-dev/negotiate/sign"
 )
 
-// Provider records: an agent announces in the DHT that it offers something
+// Provider records (with Config.Providers): an agent announces in the DHT that it offers something
 // named by a key (a marketplace category, a service name), and others find
 // every agent that announced it, with no server in the middle. The DHT
 // stores provider records as peer IDs; FindProviders turns each into the
@@ -21,6 +22,10 @@ import (
 // protocol, whose signed answer names its agent) and checking that the
 // agent's own DHT record names that peer, so a peer cannot pass itself off
 // as another agent.
+
+// ErrNoProviders: this node's DHT keeps no provider records; set
+// Config.Providers to use Provide and FindProviders.
+var ErrNoProviders = errors.New("negotiate: this node's DHT keeps no provider records (transport.Config.Providers is off)")
 
 // MaxProviders bounds how many providers FindProviders returns (and asks
 // who they are): a lookup costs one round trip per provider.
@@ -45,7 +50,9 @@ func providerCID(key string) (cid.Cid, error) {
 // Provide announces in the DHT that this agent provides key. The record
 // lives on the DHT peers closest to the key for the DHT's provider record
 // lifetime (48 h by default); a long-running provider calls Provide again
-// well within it (every few hours). It fails if no DHT peer took the record.
+// well within it (every few hours). It fails if no DHT peer took the
+// record, and at once with ErrNoProviders if this node's DHT keeps no
+// provider records (Config.Providers).
 func (h *Host) Provide(ctx context.Context, key string) error {
 	if key == "" {
 		return fmt.Errorf("negotiate: provide: empty key")
@@ -57,6 +64,9 @@ func (h *Host) Provide(ctx context.Context, key string) error {
 	ctx, cancel := h.hostCtx(ctx, DefaultResolveTimeout)
 	defer cancel()
 	h.hostAwaitRoutingTable(ctx)
+	if h.dht.ProviderStore() == nil {
+		return fmt.Errorf("negotiate: provide %q: %w", key, ErrNoProviders)
+	}
 	if err := h.dht.Provide(ctx, c, true); err != nil {
 		return fmt.Errorf("negotiate: provide %q: %w", key, hostDeadlineError(ctx, err))
 	}
@@ -68,7 +78,7 @@ func (h *Host) Provide(ctx context.Context, key string) error {
 // MaxProviders means MaxProviders). Each is checked as described above;
 // a provider that does not answer or whose agent record does not name it
 // is left out. The result may be empty; an error means the lookup itself
-// failed.
+// failed (ErrNoProviders without Config.Providers).
 func (h *Host) FindProviders(ctx context.Context, key string, limit int) ([]sign.AgentID, error) {
 	if limit <= 0 || limit > MaxProviders {
 		limit = MaxProviders
@@ -76,6 +86,9 @@ func (h *Host) FindProviders(ctx context.Context, key string, limit int) ([]sign
 	c, err := providerCID(key)
 	if err != nil {
 		return nil, fmt.Errorf("negotiate: find providers of %q: %w", key, err)
+	}
+	if h.dht.ProviderStore() == nil {
+		return nil, fmt.Errorf("negotiate: find providers of %q: %w", key, ErrNoProviders)
 	}
 	ctx, cancel := h.hostCtx(ctx, DefaultResolveTimeout)
 	defer cancel()
