@@ -90,6 +90,7 @@ type Agent struct {
 	deskBy   string              // seller: session at the desk
 	counters chan negotiate.Event
 	spent    int64
+	caught   int           // cheater: attempts refused for the cheat
 	cheating bool          // hider: present the cut-off chain
 	deal     *deal         // buyer: the trade it is negotiating
 	started  chan struct{} // closed once node is set: events may come before

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -96,28 +97,11 @@ func RunMarket(ctx context.Context, cfg MarketConfig) (*Summary, error) {
 			a.Close()
 		}
 	}()
-	start := func(c AgentConfig) (*Agent, error) {
-		c.Dir, c.Logger, c.Report = filepath.Join(dir, c.Name), cfg.Logger, m.report
-		if len(agents) > 0 {
-			c.Bootstrap = agents[0].Addrs()
-		}
-		a, err := StartAgent(ctx, c)
-		if err != nil {
-			return nil, err
-		}
-		agents = append(agents, a)
-		m.mu.Lock()
-		m.names[a.ID()] = c.Name
-		m.mu.Unlock()
-		return a, nil
-	}
-	var sellers, buyers []*Agent
+	// The agents: seller 0 first, then everyone else at once,
+	// bootstrapping from it.
+	var cfgs []AgentConfig
 	for i := range cfg.Sellers {
-		a, err := start(AgentConfig{Name: fmt.Sprintf("seller-%d", i), Role: RoleSeller, Listings: sellerListings(i), Seller: defaultSeller})
-		if err != nil {
-			return nil, err
-		}
-		sellers = append(sellers, a)
+		cfgs = append(cfgs, AgentConfig{Name: fmt.Sprintf("seller-%d", i), Role: RoleSeller, Listings: sellerListings(i), Seller: defaultSeller})
 	}
 	for i := range cfg.Buyers + cfg.Cheaters {
 		c := AgentConfig{Name: fmt.Sprintf("buyer-%d", i), Role: RoleBuyer, Buyer: buyerStrategy(i), Prefer: i}
@@ -127,20 +111,66 @@ func RunMarket(ctx context.Context, cfg MarketConfig) (*Summary, error) {
 			c.Name = fmt.Sprintf("cheater-%d-%s", k, c.Cheat)
 			c.Buyer = eagerBuyer
 		}
-		a, err := start(c)
-		if err != nil {
-			return nil, err
-		}
-		buyers = append(buyers, a)
+		cfgs = append(cfgs, c)
 	}
-	fmt.Fprintf(m.out, "market: %d sellers, %d buyers, %d cheaters on 127.0.0.1, chains in %s\n", cfg.Sellers, cfg.Buyers, cfg.Cheaters, dir)
-	for _, s := range sellers {
-		if err := publish(ctx, s); err != nil {
-			return nil, err
-		}
+	agents = make([]*Agent, len(cfgs))
+	startErrs := make([]error, len(cfgs))
+	start := func(i int, bootstrap []string) {
+		c := cfgs[i]
+		c.Dir, c.Logger, c.Report, c.Bootstrap = filepath.Join(dir, c.Name), cfg.Logger, m.report, bootstrap
+		agents[i], startErrs[i] = StartAgent(ctx, c)
 	}
-
+	start(0, nil)
+	if startErrs[0] != nil {
+		return nil, startErrs[0]
+	}
 	var wg sync.WaitGroup
+	for i := 1; i < len(cfgs); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start(i, agents[0].Addrs())
+		}()
+	}
+	wg.Wait()
+	started := agents[:0:0]
+	for _, a := range agents {
+		if a != nil {
+			started = append(started, a)
+		}
+	}
+	agents = started // closed by the deferred function, whatever happens next
+	if err := errors.Join(startErrs...); err != nil {
+		return nil, err
+	}
+	for _, a := range agents {
+		m.names[a.ID()] = a.Name()
+	}
+	sellers, buyers := agents[:cfg.Sellers], agents[cfg.Sellers:]
+	fmt.Fprintf(m.out, "market: %d sellers, %d buyers, %d cheaters on 127.0.0.1, chains in %s (started in %.1fs)\n",
+		cfg.Sellers, cfg.Buyers, cfg.Cheaters, dir, time.Since(m.start).Seconds())
+	pubErrs := make([]error, len(sellers))
+	for i, s := range sellers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pubErrs[i] = publish(ctx, s)
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(pubErrs...); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(m.out, "%6.2fs sellers published their categories\n", time.Since(m.start).Seconds())
+
+	// Sellers only sell, so the market holds at most CreditMax credits per
+	// seller; honest buyers want 2 items each while that fits (about 100
+	// credits an item, with room to spare), else 1, so the cheaters still
+	// find sellers with room to test them on.
+	wants := 2
+	if cfg.Buyers*2*100 > cfg.Sellers*CreditMax*7/10 {
+		wants = 1
+	}
 	errs := make([]error, len(buyers))
 	for i, b := range buyers {
 		wg.Add(1)
@@ -151,9 +181,9 @@ func RunMarket(ctx context.Context, cfg MarketConfig) (*Summary, error) {
 			case CheatLiar: // every try is a lie
 				errs[i] = b.Buy(ctx, cat, 2, 2)
 			case CheatHider: // one honest trade, then hide it, twice
-				errs[i] = b.Buy(ctx, cat, 3, 4)
+				errs[i] = b.Buy(ctx, cat, 3, 6)
 			default:
-				errs[i] = b.Buy(ctx, cat, 2, 2*maxAttempts)
+				errs[i] = b.Buy(ctx, cat, wants, wants*maxAttempts)
 			}
 		}()
 	}
