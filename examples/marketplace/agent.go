@@ -457,6 +457,7 @@ func (a *Agent) onProposal(ev negotiate.Event) {
 		return
 	} else if err != nil {
 		// This seller traded since the buyer looked: ask again with fresh terms.
+		a.log.Info("stale terms: countering with fresh ones", "session", ev.Session, "err", err)
 		ask := max(t.Price, a.cfg.Seller.Ask(ev.Round, listing.Price))
 		a.counter(ev.Session, NewTrade(listing, ask, ev.From, a.ID(), other, own), reject)
 		return
