@@ -31,6 +31,9 @@ type ExploreOptions struct {
 	// DropEnded drops ended sessions from memory at once and restores them
 	// from their checkpoints (SimOptions.DropEnded).
 	DropEnded bool
+	// HeadCheck makes every participant sign only after the initiator's
+	// statement (SimOptions.HeadCheck).
+	HeadCheck bool
 	// StopAtFirst ends the exploration at the first failing seed.
 	StopAtFirst bool
 	// Progress, if set, is called after every run with the runs done and the total.
@@ -94,7 +97,7 @@ func Explore(ctx context.Context, sc *Scenario, opts ExploreOptions) (*ExploreRe
 			break
 		}
 		seed := first + uint64(i)
-		r, err := RunSim(ctx, sc, SimOptions{Seed: seed, RandomFaults: true, Seal: opts.Seal, Bug: opts.Bug, DropEnded: opts.DropEnded})
+		r, err := RunSim(ctx, sc, SimOptions{Seed: seed, RandomFaults: true, Seal: opts.Seal, Bug: opts.Bug, DropEnded: opts.DropEnded, HeadCheck: opts.HeadCheck})
 		if err != nil {
 			return nil, fmt.Errorf("scenarios: explore seed %d: %w", seed, err)
 		}

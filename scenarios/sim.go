@@ -84,6 +84,11 @@ type SimOptions struct {
 	// EndedRetention) and read it back from its checkpoint when an input
 	// names it, so the faults and invariants also cover that path.
 	DropEnded bool
+	// HeadCheck gives every node an engine HeadCheck (negotiate's
+	// NodeConfig.HeadCheck) that requires the initiator's signed head, so
+	// every participant signs only after the initiator's statement and the
+	// faults and invariants cover that path too.
+	HeadCheck bool
 }
 
 // Line is one checked expectation or invariant.
@@ -396,10 +401,22 @@ func newSim(sc *Scenario, opts SimOptions, seed uint64) (*sim, error) {
 	return s, nil
 }
 
+// requireInitiatorHead is SimOptions.HeadCheck's check: the engine asks
+// it only where the initiator signed first, so its head must be there.
+func requireInitiatorHead(a *protocol.Agreement, heads map[sign.AgentID]chain.Head) error {
+	if _, ok := heads[a.Parties[0].ID]; !ok {
+		return fmt.Errorf("head check: no statement of the initiator %s", a.Parties[0].ID.Short())
+	}
+	return nil
+}
+
 // boot builds the node's engine from its store, as a (re)start does.
 func (s *sim) boot(n *simNode) error {
 	lock, _ := n.store.Lock()
 	cfg := engine.CoreConfig{Key: n.key, Head: n.store.Head(), Lock: lock, Checkpoints: n.store.Checkpoints()}
+	if s.opts.HeadCheck {
+		cfg.HeadCheck = requireInitiatorHead
+	}
 	if s.opts.DropEnded {
 		cfg.Checkpoint = func(session string) ([]byte, bool, error) {
 			cp, ok := n.store.Checkpoint(session)
