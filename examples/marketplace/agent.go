@@ -364,7 +364,8 @@ func (a *Agent) onEvent(ev negotiate.Event) {
 	}
 }
 
-// ended frees the seller's desk and reports the seller's side.
+// ended forgets a session's verified standing, frees the seller's desk
+// and tells OnOutcome.
 func (a *Agent) ended(ev negotiate.Event) {
 	a.mu.Lock()
 	delete(a.verified, ev.Session)
@@ -397,14 +398,18 @@ func (a *Agent) sitAtDesk(session string) bool {
 	a.mu.Lock()
 	a.deskBy = session
 	a.mu.Unlock()
-	// The session may have ended while this buyer waited.
+	// The session may have ended while this buyer waited (then ended may
+	// already have freed the desk for it).
 	if info, err := a.node.Session(session); err != nil || info.State != "" {
 		a.mu.Lock()
-		if a.deskBy == session {
+		held := a.deskBy == session
+		if held {
 			a.deskBy = ""
 		}
 		a.mu.Unlock()
-		<-a.desk
+		if held {
+			<-a.desk
+		}
 		return false
 	}
 	return true
