@@ -480,8 +480,9 @@ func (a *Agent) onProposal(ev negotiate.Event) {
 	}
 }
 
+// counter answers with terms t, unless they would break a credit limit.
 func (a *Agent) counter(session string, t Trade, reject func(string)) {
-	if err := CheckTrade(&t, a.ID(), Standing{Head: t.SellerHead, Balance: t.SellerBalance - t.Price}, Standing{Head: t.BuyerHead, Balance: t.BuyerBalance + t.Price}); err != nil {
+	if err := CheckLimits(&t); err != nil {
 		reject("refused: " + err.Error())
 		return
 	}

@@ -214,6 +214,12 @@ func CheckTrade(t *Trade, self sign.AgentID, own, other Standing) error {
 		return fmt.Errorf("%w: they state this agent at head %d with balance %d after, its chain is at head %d with balance %d before",
 			ErrStale, ownHead.Seq, ownBal, own.Head.Seq, own.Balance)
 	}
+	return CheckLimits(t)
+}
+
+// CheckLimits checks that both balances after trade t are within the
+// credit limits (an error wrapping ErrCredit if not).
+func CheckLimits(t *Trade) error {
 	for _, b := range []int64{t.BuyerBalance, t.SellerBalance} {
 		if b < CreditMin || b > CreditMax {
 			return fmt.Errorf("balance %d after the trade is outside [%d, %d]: %w", b, CreditMin, CreditMax, ErrCredit)
