@@ -442,12 +442,20 @@ func (a *Agent) onProposal(ev negotiate.Event) {
 		reject("refused: the trade names other parties")
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
-	defer cancel()
-	other, err := FetchStanding(ctx, a.node.Host(), ev.From)
-	if err != nil {
-		reject("refused: " + err.Error())
-		return
+	// The buyer's chain, verified once per session (again if the buyer
+	// now claims another head).
+	a.mu.Lock()
+	other, ok := a.verified[ev.Session]
+	a.mu.Unlock()
+	if !ok || other.Head != t.BuyerHead {
+		ctx, cancel := context.WithTimeout(context.Background(), askTimeout)
+		st, err := FetchStanding(ctx, a.node.Host(), ev.From)
+		cancel()
+		if err != nil {
+			reject("refused: " + err.Error())
+			return
+		}
+		other = st
 	}
 	own, err := OwnStanding(a.chain)
 	if err != nil {
