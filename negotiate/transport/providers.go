@@ -75,9 +75,10 @@ func (h *Host) Provide(ctx context.Context, key string) error {
 
 // FindProviders finds the agents that announced key with Provide (this
 // agent included, if it did), at most limit of them (0 or above
-// MaxProviders means MaxProviders). Each is checked as described above;
-// a provider that does not answer or whose agent record does not name it
-// is left out. The result may be empty; an error means the lookup itself
+// MaxProviders means MaxProviders). The DHT holds peer IDs: each provider
+// peer is asked which agent it speaks for (a ping whose signed answer
+// names the agent) and kept only if that agent's own DHT record names the
+// peer; one that does not answer or does not match is left out. The result may be empty; an error means the lookup itself
 // failed (ErrNoProviders without Config.Providers).
 func (h *Host) FindProviders(ctx context.Context, key string, limit int) ([]sign.AgentID, error) {
 	if limit <= 0 || limit > MaxProviders {
