@@ -2,12 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/sign"
 )
 
@@ -160,5 +165,100 @@ func TestBadFlags(t *testing.T) {
 		if stderr.Len() == 0 {
 			t.Errorf("%v: no error message", args)
 		}
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The --role modes: a seller serving from its home, an honest buyer that
+// gets its item, a hider that is refused; the seller's chain then holds
+// the buyers' trades and verifies.
+func TestRoles(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts libp2p nodes")
+	}
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	var sellerOut, sellerErr syncBuffer
+	done := make(chan int, 1)
+	go func() {
+		done <- runContext(ctx, []string{"--role", "seller", "--home", filepath.Join(dir, "seller")}, &sellerOut, &sellerErr)
+	}()
+	var addr string
+	waitUntil(t, func() bool {
+		for _, l := range strings.Split(sellerOut.String(), "\n") {
+			if a, ok := strings.CutPrefix(l, "addr "); ok {
+				addr = a
+				return true
+			}
+		}
+		return false
+	})
+	buy := func(home string, extra ...string) (int, string) {
+		var out, errs bytes.Buffer
+		args := append([]string{"--role", "buyer", "--home", filepath.Join(dir, home), "--bootstrap", addr, "--timeout", "40s"}, extra...)
+		rc := runContext(context.Background(), args, &out, &errs)
+		t.Logf("%s: exit %d\n%s%s", home, rc, out.String(), errs.String())
+		return rc, out.String()
+	}
+	if rc, out := buy("carol"); rc != 0 || !strings.Contains(out, "bought 1 of 1") {
+		t.Fatalf("honest buyer: exit %d", rc)
+	}
+	rc, out := buy("mallory", "--items", "2", "--cheat", "hider")
+	if rc != 3 || !strings.Contains(out, "bought 1 of 2") || !strings.Contains(out, "signed at head 1 but presented a chain ending at head 0") {
+		t.Fatalf("hider: exit %d, want 3 with its honest trade done and the hidden one refused", rc)
+	}
+	cancel()
+	if rc := <-done; rc != 0 {
+		t.Fatalf("seller: exit %d\n%s", rc, sellerErr.String())
+	}
+	if !strings.Contains(sellerOut.String(), "stopping: balance") {
+		t.Fatalf("seller did not stop cleanly:\n%s", sellerOut.String())
+	}
+	key, c, err := openHome(filepath.Join(dir, "seller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	entries, err := ReadChain(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := negotiate.VerifyChain(key.AgentID(), entries); err != nil {
+		t.Fatal(err)
+	}
+	st, err := Ledger(key.AgentID(), entries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Trades != 2 { // carol's, and the hider's honest first one
+		t.Fatalf("seller's chain holds %d trades, want 2", st.Trades)
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
