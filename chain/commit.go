@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -58,6 +61,14 @@ type committer struct {
 	flushDone chan struct{} // closed when the running flush ends
 	timer     *time.Timer
 	broken    error // set when a journal write or a flush failed: nothing more is written
+	// retry holds the records of journal file retryFile when their flush
+	// failed for want of space: they stay in that file and the overlay,
+	// and are flushed again (flushDelay later, or by flushNow) before the
+	// active file may switch back to it. flushErr is that failure, nil
+	// once a flush succeeds.
+	retry     []*journalRecord
+	retryFile int
+	flushErr  error
 	closed    bool
 	buf       []byte
 
@@ -147,7 +158,7 @@ func (g *committer) start(fresh bool) error {
 			return g.lsnBucket(tx).Put(keyJournalID, id)
 		})
 		if err != nil {
-			return fmt.Errorf("chain: replay journal of %s: %w", g.path, err)
+			return fmt.Errorf("chain: replay journal of %s: %w%s", g.path, err, spaceHint(err, filepath.Dir(g.path)))
 		}
 	}
 	files, err := openJournalFiles(g.path, id)
@@ -307,7 +318,12 @@ func (g *committer) commit(batch []*commitReq) {
 		return
 	}
 	if err := g.files[g.active].append(buf); err != nil {
-		g.broken = err
+		// Refused before a byte of it was written (ErrNotWritten): the
+		// journal is as it was and takes the next write. Otherwise the
+		// records may or may not be on disk: only a replay can tell.
+		if !errors.Is(err, ErrNotWritten) {
+			g.broken = err
+		}
 		for _, r := range batch {
 			if r.err == nil {
 				r.err = err
@@ -345,7 +361,20 @@ func (g *committer) publish(recs []*journalRecord, owners []*Chain, nexts []chai
 // maybeFlushLocked starts a flush if one is due, or arms the timer that
 // will start one. The caller holds jmu.
 func (g *committer) maybeFlushLocked(force bool) {
-	if g.flushing || len(g.unflushed) == 0 || g.broken != nil {
+	if g.flushing || g.broken != nil {
+		return
+	}
+	if g.retry != nil {
+		// The active file cannot switch back to the failed one: only the
+		// failed flush may run, a while after it failed.
+		if force {
+			g.startRetryLocked()
+		} else if g.timer == nil && !g.closed {
+			g.timer = time.AfterFunc(flushDelay, g.flushTimer)
+		}
+		return
+	}
+	if len(g.unflushed) == 0 {
 		return
 	}
 	if !force && len(g.unflushed) < flushRecords && g.files[g.active].size < flushBytes {
@@ -376,13 +405,26 @@ func (g *committer) startFlushLocked() {
 	g.unflushed, g.active = nil, 1-old
 	g.flushing = true
 	g.flushDone = make(chan struct{})
-	go g.flush(old, recs, g.flushDone)
+	go g.flush(old, recs, false, g.flushDone)
+}
+
+// startRetryLocked flushes again the records whose flush failed for want
+// of space, without switching files. The caller holds jmu.
+func (g *committer) startRetryLocked() {
+	g.stopTimerLocked()
+	g.flushing = true
+	g.flushDone = make(chan struct{})
+	go g.flush(g.retryFile, g.retry, true, g.flushDone)
 }
 
 // flush applies recs (the records of journal file old) to the bbolt file
 // in one synced transaction with the number of the last of them, drops
 // them from the overlay, and lets the next records be written over them.
-func (g *committer) flush(old int, recs []*journalRecord, done chan struct{}) {
+// A flush that fails for want of space changed nothing (bbolt rolls the
+// transaction back): its records stay in the journal and the overlay, the
+// file keeps taking writes into the other journal file, and the flush is
+// tried again (retry). Any other failure stops the file taking writes.
+func (g *committer) flush(old int, recs []*journalRecord, retry bool, done chan struct{}) {
 	err := g.db.Update(func(tx *bolt.Tx) error { return g.applyJournal(tx, recs) })
 	if err == nil {
 		g.forget(recs[len(recs)-1].LSN)
@@ -391,7 +433,16 @@ func (g *committer) flush(old int, recs []*journalRecord, done chan struct{}) {
 	}
 	g.jmu.Lock()
 	defer g.jmu.Unlock()
-	if err != nil && g.broken == nil {
+	switch {
+	case err == nil:
+		g.flushErr = nil
+		if retry {
+			g.retry = nil
+		}
+	case isNoSpace(err) || strings.Contains(err.Error(), syscall.ENOSPC.Error()):
+		g.flushErr = fmt.Errorf("chain: flush the journal of %s into it: %w: free space in %s; the journal keeps the writes and the flush is tried again", g.path, err, filepath.Dir(g.path))
+		g.retry, g.retryFile = recs, old
+	case g.broken == nil:
 		g.broken = fmt.Errorf("chain: flush the journal of %s into it: %w (the journal keeps the writes; reopening replays them)", g.path, err)
 	}
 	g.flushing = false
@@ -441,11 +492,29 @@ func (g *committer) flushNow() error {
 
 func (g *committer) flushNowLocked() error {
 	g.waitFlushLocked()
+	if g.broken == nil && g.retry != nil {
+		g.startRetryLocked()
+		g.waitFlushLocked()
+		if g.retry != nil {
+			return g.flushErr
+		}
+	}
 	if g.broken == nil && len(g.unflushed) > 0 {
 		g.startFlushLocked()
 		g.waitFlushLocked()
+		if g.retry != nil {
+			return g.flushErr
+		}
 	}
 	return g.broken
+}
+
+// flushError is the last failure to flush the journal for want of space,
+// nil once a flush succeeded.
+func (g *committer) flushError() error {
+	g.jmu.Lock()
+	defer g.jmu.Unlock()
+	return g.flushErr
 }
 
 // waitFlushLocked waits, releasing jmu meanwhile, until no flush runs.

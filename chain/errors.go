@@ -39,6 +39,13 @@ var (
 	ErrWrongKey = errors.New("key does not own this chain")
 	// ErrBadExport: a CBOR export cannot be read.
 	ErrBadExport = errors.New("bad export")
+	// ErrNotWritten: a Write was refused before any of it reached the
+	// disk (the journal could not grow: the file system is full or over
+	// quota, or failed). The chain is unchanged and keeps taking writes:
+	// the same Write may succeed once there is room. When the cause is
+	// space, the error also wraps syscall.ENOSPC or EDQUOT and its text
+	// says which directory to free space in.
+	ErrNotWritten = errors.New("write refused, nothing of it written")
 	// ErrBroken is wrapped by every *VerifyError: the chain failed verification.
 	ErrBroken = errors.New("verification failed")
 )

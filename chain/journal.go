@@ -435,12 +435,9 @@ func (j *journalFile) reset() {
 func (j *journalFile) append(buf []byte) error {
 	end := j.size + int64(len(buf))
 	if end > j.length {
-		grow := min(max(j.length, journalGrowMin), journalGrowMax)
-		newLength := max(end, j.length+int64(grow))
-		if _, err := j.f.WriteAt(make([]byte, newLength-j.length), j.length); err != nil {
-			return fmt.Errorf("chain: grow journal %s: %w", j.f.Name(), err)
+		if err := j.grow(end); err != nil {
+			return err
 		}
-		j.length = newLength
 	}
 	if _, err := j.f.WriteAt(buf, j.size); err != nil {
 		return fmt.Errorf("chain: write journal %s: %w", j.f.Name(), err)
@@ -449,5 +446,32 @@ func (j *journalFile) append(buf []byte) error {
 		return fmt.Errorf("chain: sync journal %s: %w", j.f.Name(), err)
 	}
 	j.size = end
+	return nil
+}
+
+// journalGrowStep is the unit the journal grows by when the file system is
+// too full for a regular growth step.
+const journalGrowStep = 4 << 10
+
+// grow makes the file at least end bytes long, with written zeros: a
+// regular step (journalGrowMin up to journalGrowMax), or, when the file
+// system has no room for that, just enough for end. It writes nothing
+// else, so when it fails no record was written: the error wraps
+// ErrNotWritten (and the system's error, e.g. syscall.ENOSPC) and the
+// journal stays as it was, free to take the next write. Zeros written
+// before a failure lie past j.length and are written over by the next
+// growth.
+func (j *journalFile) grow(end int64) error {
+	step := min(max(j.length, journalGrowMin), journalGrowMax)
+	newLength := max(end, j.length+step)
+	_, err := j.f.WriteAt(make([]byte, newLength-j.length), j.length)
+	if err != nil && isNoSpace(err) && newLength > end {
+		newLength = (end + journalGrowStep - 1) / journalGrowStep * journalGrowStep
+		_, err = j.f.WriteAt(make([]byte, newLength-j.length), j.length)
+	}
+	if err != nil {
+		return fmt.Errorf("chain: %w: grow journal %s: %w%s", ErrNotWritten, j.f.Name(), err, spaceHint(err, filepath.Dir(j.f.Name())))
+	}
+	j.length = newLength
 	return nil
 }

@@ -201,6 +201,11 @@ func (s *Store) CommitStats() CommitStats { return s.commits.stats() }
 // store).
 func (c *Chain) CommitStats() CommitStats { return c.commits.stats() }
 
+// FlushError is the last failure to apply the chain file's journal to the
+// file for want of space (the writes stay durable in the journal and the
+// flush is tried again), or nil once a flush succeeded.
+func (c *Chain) FlushError() error { return c.commits.flushError() }
+
 // Close applies the journal to the file, removes the journal and closes
 // the file and with it every chain of the store.
 func (s *Store) Close() error {
