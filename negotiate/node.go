@@ -114,9 +114,12 @@ type Node struct {
 	mu      sync.Mutex // guards eng and everything below; held across durable writes
 	eng     *engine.Engine
 	stopped error
-	waiters map[string][]chan *Outcome
-	timers  map[string]*time.Timer
-	queues  map[sign.AgentID]chan queuedFrame
+	// writeFail is the last durable write that failed, nil once one
+	// succeeded after it.
+	writeFail *WriteFailure
+	waiters   map[string][]chan *Outcome
+	timers    map[string]*time.Timer
+	queues    map[sign.AgentID]chan queuedFrame
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -227,19 +230,28 @@ func (n *Node) step(in engine.Input) error {
 	if len(out.SendFirst) > 0 {
 		n.trace(hooks.TraceQueued, session, "")
 	}
-	for _, w := range out.Persist {
+	for i, w := range out.Persist {
 		if w.Append != nil && n.crash(hooks.CrashAfterCert, w.Session, true) {
 			n.mu.Unlock()
 			return n.stopped
 		}
 		n.trace(hooks.TraceWrite, w.Session, "")
 		if err := n.chain.Apply(w); err != nil {
+			if errors.Is(err, chain.ErrNotWritten) {
+				// Nothing of it reached the disk (full): the sessions of
+				// this write and the ones after it go back to their
+				// durable state, nothing of the step leaves, and the node
+				// carries on.
+				return n.refusedWrite(in.Now, out.Persist[i:], err)
+			}
 			// The engine's memory is ahead of the disk: stop, never send.
 			n.stopped = fmt.Errorf("%w: durable write failed: %v (restart the node to resume from the last checkpoint)", ErrNodeStopped, err)
-			n.log.Error("durable write failed; node stops", "session", w.Session, "err", err)
+			n.writeFail = &WriteFailure{At: time.Now(), Session: w.Session, Err: err.Error(), Stopped: true}
+			n.log.Error("durable write failed; node stops: restart it to resume from the last checkpoint", "session", w.Session, "err", err)
 			n.mu.Unlock()
 			return n.stopped
 		}
+		n.writeFail = nil
 		n.trace(hooks.TraceWritten, w.Session, "")
 		if (w.AcquireLock != nil && n.crash(hooks.CrashAfterVote, w.Session, true)) || (w.Append != nil && n.crash(hooks.CrashAfterAppend, w.Session, true)) {
 			n.mu.Unlock()
@@ -296,6 +308,97 @@ func (n *Node) step(in engine.Input) error {
 		}
 	}
 	return out.Err
+}
+
+// WriteFailure is a durable write the node could not make.
+type WriteFailure struct {
+	At      time.Time `json:"at"`
+	Session string    `json:"session,omitempty"`
+	// Err is the chain's error; for a full disk it says which directory to
+	// free space in.
+	Err string `json:"error"`
+	// Stopped: the node stopped (whether the write reached the disk is
+	// unknown; a restart replays the journal). Otherwise the write was
+	// refused before any of it reached the disk, its sessions went back to
+	// their durable state, and the node carries on once there is room.
+	Stopped bool `json:"stopped"`
+}
+
+// WriteFailure reports the last durable write that failed, or nil when
+// the last one succeeded (or none failed).
+func (n *Node) WriteFailure() *WriteFailure {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.writeFail == nil {
+		return nil
+	}
+	f := *n.writeFail
+	return &f
+}
+
+// ErrWriteRefused: a session could not go on because this agent's chain
+// refused a durable write (the disk is full); the error says where to free
+// space. The node carries on once there is room.
+var ErrWriteRefused = errors.New("negotiate: durable write refused")
+
+// refusedWrite handles writes the chain refused before any of them reached
+// the disk (chain.ErrNotWritten): their sessions go back to their durable
+// state (Engine.Rewind), as a crash and restart would put them, and
+// nothing of the step is sent, armed or reported. A session left with no
+// durable state ends for its waiters as aborted, with the reason; it never
+// signed, and a peer that asks about it gets a durable refusal once there
+// is room. The caller holds n.mu; refusedWrite releases it.
+func (n *Node) refusedWrite(now int64, failed []chain.Write, err error) error {
+	var ids []string
+	seen := map[string]bool{}
+	for _, w := range failed {
+		if w.Session != "" && !seen[w.Session] {
+			seen[w.Session] = true
+			ids = append(ids, w.Session)
+		}
+	}
+	session := ""
+	if len(ids) > 0 {
+		session = ids[0]
+	}
+	n.writeFail = &WriteFailure{At: time.Now(), Session: session, Err: err.Error()}
+	lock, _ := n.chain.Lock()
+	out, rerr := n.eng.Rewind(now, n.chain.Head(), lock, ids, n.chain.Checkpoint)
+	if rerr != nil {
+		n.stopped = fmt.Errorf("%w: durable write refused (%v) and the sessions could not go back to their durable state: %v (restart the node)", ErrNodeStopped, err, rerr)
+		n.writeFail.Stopped = true
+		n.log.Error("durable write refused and rewind failed; node stops", "session", session, "err", err, "rewind", rerr)
+		n.mu.Unlock()
+		return n.stopped
+	}
+	n.log.Error("durable write refused, nothing of it written; its sessions went back to their last durable state and the node carries on once there is room", "sessions", ids, "err", err)
+	for _, t := range out.Timers {
+		n.armTimer(t, now)
+	}
+	reason := fmt.Sprintf("this agent's chain refused a durable write: %v", err)
+	var ended []*Outcome
+	for _, id := range ids {
+		if _, err := n.eng.Session(id); err == nil {
+			continue // back on its checkpoint: it goes on
+		}
+		o := &Outcome{State: StateAborted, Session: id, Reason: reason}
+		for _, ch := range n.waiters[id] {
+			ch <- o
+		}
+		delete(n.waiters, id)
+		if t := n.timers[id+"/"+string(engine.TimerDeadline)]; t != nil {
+			t.Stop()
+			delete(n.timers, id+"/"+string(engine.TimerDeadline))
+		}
+		ended = append(ended, o)
+	}
+	n.mu.Unlock()
+	if n.cfg.OnEvent != nil {
+		for _, o := range ended {
+			n.cfg.OnEvent(Event{Kind: EvAborted, Session: o.Session, Reason: o.Reason, Outcome: o})
+		}
+	}
+	return fmt.Errorf("%w: %w", ErrWriteRefused, err)
 }
 
 func (n *Node) applyPolicy(ev Event) {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"syscall"
 	"testing"
 )
@@ -40,15 +39,19 @@ func Mount(t testing.TB, sizeBytes int64) string {
 	return dir
 }
 
-// Fill writes a file in dir until the file system is full, and returns a
-// function that removes it again (freeing the space).
+// Fill writes a new file in dir until the file system is full, and
+// returns a function that removes it again (freeing the space). Each call
+// fills what was freed since the last one.
 func Fill(t testing.TB, dir string) (free func()) {
 	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	f, err := os.CreateTemp(dir, "filler-")
 	if err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return func() {}
+		}
 		t.Fatal(err)
 	}
+	path := f.Name()
 	buf := make([]byte, 64<<10)
 	for len(buf) > 0 {
 		if _, err := f.Write(buf); err != nil {
