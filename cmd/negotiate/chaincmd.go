@@ -89,7 +89,9 @@ func chainStatusCommand() *cli.Command {
 		Name:  "status",
 		Usage: "print the chain's agent, length, head and lock",
 		Description: "--json: {\"agent_id\",\"length\",\"head\",\"head_seq\",\"lock\"}; lock is null or\n" +
-			"{\"session\",\"since\" (unix ms),\"parties\"}.",
+			"{\"session\",\"since\" (unix ms),\"parties\"}; while the running node's last durable write\n" +
+			"failed (a full disk), also \"write_error\", and \"flush_error\" while its journal cannot\n" +
+			"reach the chain file.",
 		Flags: withJSON(),
 		Action: func(c *cli.Context) error {
 			return withChain(c, func(r control.ChainReader) error {
@@ -112,6 +114,12 @@ func chainStatusCommand() *cli.Command {
 					for _, p := range st.Lock.Parties {
 						fmt.Fprintf(w, "        %s\n", p)
 					}
+				}
+				if st.WriteError != "" {
+					fmt.Fprintf(w, "write   %s\n", st.WriteError)
+				}
+				if st.FlushError != "" {
+					fmt.Fprintf(w, "flush   %s\n", st.FlushError)
 				}
 				return nil
 			})

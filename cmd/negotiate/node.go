@@ -201,6 +201,7 @@ func runNode(c *cli.Context) error {
 	local := control.NewLocal(ch)
 	local.VerifyOptions = chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}
 	local.DescribeRecord = describeRecord
+	local.WriteError = func() string { return writeFailureText(node.WriteFailure()) }
 	d.srv = control.NewServer(d, control.Options{
 		Chain:    local,
 		Classify: controlKind,
@@ -287,6 +288,18 @@ func runNode(c *cli.Context) error {
 	}
 	log.Info("node stopped")
 	return serveErr
+}
+
+// writeFailureText says what a failed durable write means for the
+// operator ("" for none).
+func writeFailureText(f *negotiate.WriteFailure) string {
+	if f == nil {
+		return ""
+	}
+	if f.Stopped {
+		return fmt.Sprintf("%s: durable write failed, the node stopped its engine: %s; fix the cause and restart the node", f.At.UTC().Format(time.RFC3339), f.Err)
+	}
+	return fmt.Sprintf("%s: session %s went back to its last durable state, the node carries on once there is room (no restart needed): %s", f.At.UTC().Format(time.RFC3339), f.Session, f.Err)
 }
 
 // writeNodeFile writes node.json (0600) via a temporary file and rename.

@@ -615,6 +615,14 @@ func sessionsCommand() *cli.Command {
 				if err := cl.Do(c.Context, "GET", path, nil, &list); err != nil {
 					return err
 				}
+				var st control.ChainStatus
+				if err := cl.Do(c.Context, "GET", "/v1/chain/status", nil, &st); err == nil {
+					for _, w := range []string{st.WriteError, st.FlushError} {
+						if w != "" {
+							fmt.Fprintf(c.App.ErrWriter, "warning: %s\n", w)
+						}
+					}
+				}
 				if list == nil {
 					list = []sessionView{}
 				}

@@ -29,7 +29,10 @@ type Local struct {
 	// DescribeRecord decodes agreement records for ChainRecords; nil
 	// leaves RecordView.Record empty.
 	DescribeRecord RecordDescriber
-	close          bool
+	// WriteError, when set, reports the running node's last failed durable
+	// write ("" when none) for ChainStatus.
+	WriteError func() string
+	close      bool
 }
 
 // NewLocal serves views of c; Close does not close c.
@@ -67,6 +70,12 @@ func (l *Local) ChainStatus(ctx context.Context) (ChainStatus, error) {
 	if lk, ok := l.chain.Lock(); ok && lk != nil {
 		parties := append([]sign.AgentID{}, lk.Parties...)
 		st.Lock = &LockInfo{Session: lk.Session, Since: lk.Since, Parties: parties}
+	}
+	if l.WriteError != nil {
+		st.WriteError = l.WriteError()
+	}
+	if err := l.chain.FlushError(); err != nil {
+		st.FlushError = err.Error()
 	}
 	return st, nil
 }

@@ -32,6 +32,14 @@ type ChainStatus struct {
 	HeadSeq uint64       `json:"head_seq"` // seq of the last entry
 	Head    string       `json:"head"`     // hex hash of the last entry
 	Lock    *LockInfo    `json:"lock"`     // null when unlocked
+	// WriteError is the running node's last durable write that failed
+	// (e.g. "no space left on device" and where to free space), absent
+	// once a write succeeded after it.
+	WriteError string `json:"write_error,omitempty"`
+	// FlushError is the chain's last failure to apply its journal to the
+	// chain file for want of space (the writes stay durable in the
+	// journal), absent once a flush succeeded.
+	FlushError string `json:"flush_error,omitempty"`
 }
 
 // Entry is the view of one chain entry that `chain show` prints.
