@@ -56,6 +56,8 @@ func chainCommand() *cli.Command {
 			chainVerifyCommand(),
 			chainExportCommand(),
 			chainSearchCommand(),
+			chainBackupCommand(),
+			chainRestoreCommand(),
 		},
 	}
 }

@@ -179,6 +179,22 @@ func (c *Client) ChainExport(ctx context.Context, format string, w io.Writer) er
 	return nil
 }
 
+// ChainBackup writes the node's consistent copy of its chain file to w.
+func (c *Client) ChainBackup(ctx context.Context, w io.Writer) error {
+	resp, err := c.send(ctx, "GET", "/v1/chain/backup", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if _, err := io.Copy(w, resp.Body); err != nil {
+		return fmt.Errorf("control: backup: %w", err)
+	}
+	if msg := resp.Trailer.Get(StreamErrorTrailer); msg != "" {
+		return errors.New("control: backup failed on the node: " + msg)
+	}
+	return nil
+}
+
 // Peers lists connected peers and known agents.
 func (c *Client) Peers(ctx context.Context) (Peers, error) {
 	var p Peers

@@ -126,6 +126,12 @@ func (l *Local) ChainVerify(ctx context.Context) (VerifyResult, error) {
 	return res, nil
 }
 
+// ChainBackup implements ChainReader (chain.Chain.Backup).
+func (l *Local) ChainBackup(ctx context.Context, w io.Writer) error {
+	_, err := l.chain.Backup(w)
+	return err
+}
+
 // ChainExport implements ChainReader.
 func (l *Local) ChainExport(ctx context.Context, format string, w io.Writer) error {
 	switch format {

@@ -198,6 +198,11 @@ func (s *Server) registerChain(c ChainReader) {
 	s.Handle("GET", "/v1/chain/verify", func(ctx context.Context, r *Request) (any, error) {
 		return c.ChainVerify(ctx)
 	})
+	s.Handle("GET", "/v1/chain/backup", func(ctx context.Context, r *Request) (any, error) {
+		return &Stream{ContentType: "application/octet-stream", Write: func(w io.Writer) error {
+			return c.ChainBackup(ctx, w)
+		}}, nil
+	})
 	s.Handle("GET", "/v1/chain/export", func(ctx context.Context, r *Request) (any, error) {
 		format := r.Query("format")
 		if format == "" {

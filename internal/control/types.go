@@ -84,6 +84,9 @@ type ChainReader interface {
 	// ChainRecords returns a page of entries newest first, agreement
 	// records decoded and checked, optionally filtered by q.Search.
 	ChainRecords(ctx context.Context, q RecordQuery) (RecordPage, error)
+	// ChainBackup writes a consistent copy of the chain file (a bbolt
+	// file, every write made before the call included) to w.
+	ChainBackup(ctx context.Context, w io.Writer) error
 }
 
 // Peer is one connected libp2p peer.
