@@ -120,6 +120,9 @@ type Node struct {
 	waiters   map[string][]chan *Outcome
 	timers    map[string]*time.Timer
 	queues    map[sign.AgentID]chan queuedFrame
+	// rb is what the node knows of its own and its counterparties' chain
+	// positions (rollback.go); it has its own lock.
+	rb *rollbackState
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -149,8 +152,14 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		checkpoint = cfg.Chain.Checkpoint
 	}
 	lock, _ := cfg.Chain.Lock()
+	rb, err := newRollbackState(cfg.Chain)
+	if err != nil {
+		return nil, err
+	}
+	var n *Node
 	eng, err := engine.NewEngine(engine.CoreConfig{
-		Key: cfg.Key, Head: cfg.Chain.Head(), Lock: lock, Checkpoints: cps, SignCheck: cfg.SignCheck,
+		Key: cfg.Key, Head: cfg.Chain.Head(), Lock: lock, Checkpoints: cps,
+		SignCheck:  func(a *protocol.Agreement) error { return n.signCheck(a) },
 		HeadCheck:  cfg.HeadCheck,
 		Checkpoint: checkpoint, EndedRetentionMillis: keep.Milliseconds(),
 		ResolveInitialMillis: cfg.ResolveInitial.Milliseconds(), ResolveMaxMillis: cfg.ResolveMax.Milliseconds(),
@@ -172,13 +181,14 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if hk == nil {
 		hk = &hooks.Hooks{}
 	}
-	n := &Node{
-		cfg: cfg, hooks: hk, host: h, chain: cfg.Chain, log: log, eng: eng,
+	n = &Node{
+		cfg: cfg, hooks: hk, host: h, chain: cfg.Chain, log: log, eng: eng, rb: rb,
 		waiters: map[string][]chan *Outcome{}, timers: map[string]*time.Timer{},
 		queues: map[sign.AgentID]chan queuedFrame{}, ctx: nctx, cancel: cancel,
 	}
 	hk.Inject = n.inject
 	h.SetSessionHandler(n.onEnvelope)
+	h.SetRecordsHandler(n.answerRecords)
 	n.step(engine.Input{Resume: true})
 	return n, nil
 }
@@ -252,6 +262,9 @@ func (n *Node) step(in engine.Input) error {
 			return n.stopped
 		}
 		n.writeFail = nil
+		if w.Append != nil && w.Append.Kind == engine.KindAgreement {
+			n.rb.note(n.AgentID(), w.Append.Payload)
+		}
 		n.trace(hooks.TraceWritten, w.Session, "")
 		if (w.AcquireLock != nil && n.crash(hooks.CrashAfterVote, w.Session, true)) || (w.Append != nil && n.crash(hooks.CrashAfterAppend, w.Session, true)) {
 			n.mu.Unlock()
@@ -492,7 +505,7 @@ func (n *Node) enqueueOne(o engine.Outgoing, now int64) {
 		if err == nil {
 			frame, err = protocol.Seal(n.cfg.Key, protocol.Message{
 				Type: o.Type, Session: o.Session, To: o.To, Nonce: protocol.NewNonce(),
-				Expires: now + messageLifetime.Milliseconds(), Body: body,
+				Expires: now + messageLifetime.Milliseconds(), Body: body, Chain: n.chainNote(o.To),
 			})
 		}
 		if err != nil {
@@ -565,6 +578,7 @@ func (n *Node) onEnvelope(env *protocol.Envelope) {
 		return
 	}
 	n.trace(hooks.TraceReceived, env.Msg.Session, env.Msg.Type)
+	n.checkNote(env.Msg.From, env.Msg.Chain)
 	err := n.step(engine.Input{Message: &engine.Received{
 		From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
 	}})
@@ -611,6 +625,9 @@ func (p *Pending) Wait(ctx context.Context) (*Outcome, error) { return p.n.Wait(
 func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms any, opts ProposeOptions) (*Pending, error) {
 	if len(with) == 0 {
 		return nil, errors.New("negotiate: propose: name at least one other agent")
+	}
+	if err := n.behind(); err != nil {
+		return nil, fmt.Errorf("negotiate: propose: %w", err)
 	}
 	raw, err := EncodeTerms(terms)
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
+	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/sign"
 )
 
@@ -25,6 +26,30 @@ type Message struct {
 	Nonce   []byte          `cbor:"nonce"`         // NonceSize random bytes
 	Expires int64           `cbor:"exp"`           // unix milliseconds
 	Body    cbor.RawMessage `cbor:"body"`          // CBOR map of the body struct for Type
+	// Chain, when set, is the sender's chain position when it sealed the
+	// message and the newest record of the recipient it holds: how a
+	// party restored from an old copy of its chain learns it is behind
+	// (rollback protection, docs/protocol.md).
+	Chain *ChainNote `cbor:"chain,omitempty"`
+}
+
+// ChainNote is what a session message says about the chains of its
+// sender and recipient.
+type ChainNote struct {
+	// Head is the sender's chain head; Locked the session holding its
+	// chain lock ("" when free).
+	Head   chain.Head `cbor:"head"`
+	Locked string     `cbor:"locked,omitempty"`
+	// Yours is the newest record the sender's chain holds that names the
+	// recipient: the recipient's chain held it at seq Yours.Seq.
+	Yours *HeldRecord `cbor:"yours,omitempty"`
+}
+
+// HeldRecord names a countersigned record by its seq on one party's chain
+// and its session.
+type HeldRecord struct {
+	Seq     uint64 `cbor:"seq"`
+	Session string `cbor:"sid"`
 }
 
 // Signed is the frame body: the exact payload bytes and the sender's
@@ -223,6 +248,21 @@ func checkHeader(m *Message) error {
 	}
 	if _, err := sign.ParseAgentID(string(m.From)); err != nil {
 		return fmt.Errorf("%w: %s sender: %w", ErrMalformed, m.Type, err)
+	}
+	if c := m.Chain; c != nil {
+		if c.Locked != "" {
+			if err := CheckSessionID(c.Locked); err != nil {
+				return fmt.Errorf("%w (%s chain note, locked)", err, m.Type)
+			}
+		}
+		if c.Yours != nil {
+			if err := CheckSessionID(c.Yours.Session); err != nil {
+				return fmt.Errorf("%w (%s chain note, held record)", err, m.Type)
+			}
+			if c.Yours.Seq == 0 {
+				return fmt.Errorf("%w: %s chain note names a record at seq 0 (the genesis)", ErrMalformed, m.Type)
+			}
+		}
 	}
 	return nil
 }

@@ -1,16 +1,19 @@
 package main
 
 import (
+	"context"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/internal/control"
+	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/negotiate/engine"
 	"github.com/negotiate-dev/negotiate/sign"
 )
@@ -186,6 +189,95 @@ func chainRestoreCommand() *cli.Command {
 				}
 			}
 			fmt.Fprintln(c.App.Writer)
+			return nil
+		},
+	}
+}
+
+func init() {
+	routeRegistrars = append(routeRegistrars, registerRecoverRoute)
+}
+
+// recoverRequest is the body of POST /v1/chain/recover.
+type recoverRequest struct {
+	From      sign.AgentID `json:"from"`
+	TimeoutMS int64        `json:"timeout_ms"`
+}
+
+func registerRecoverRoute(d *daemon, srv *control.Server) {
+	srv.Handle("POST", "/v1/chain/recover", func(ctx context.Context, r *control.Request) (any, error) {
+		var req recoverRequest
+		if err := r.Decode(&req); err != nil {
+			return nil, err
+		}
+		if _, err := sign.ParseAgentID(string(req.From)); err != nil {
+			return nil, control.Errorf(control.KindBadRequest, "from: %v", err)
+		}
+		if req.From == d.key.AgentID() {
+			return nil, control.Errorf(control.KindBadRequest, "from: name a counterparty, not this agent")
+		}
+		timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+		if timeout <= 0 || timeout > control.MaxTimeout {
+			timeout = control.DefaultTimeout
+		}
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return d.node.Recover(ctx, req.From)
+	})
+}
+
+func chainRecoverCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "recover",
+		Usage: "fetch back from a counterparty the countersigned records this chain lost (needs a node)",
+		Description: "After the chain was restored from an older copy, its counterparties tell the\n" +
+			"node which records it lacks (`chain status` shows them under behind, and the node\n" +
+			"signs nothing meanwhile). recover asks agent --from for the records it holds that\n" +
+			"name this agent above the chain's head, verifies each (every signature, and this\n" +
+			"agent's head in it equal to the chain's head) and appends it where it was.\n" +
+			"--json: {\"from\",\"appended\" (seqs),\"head\",\"behind\" (what is still missing)}.\n" +
+			"Exit 1 when a record does not verify or does not go next.",
+		Flags: withJSON(
+			&cli.StringFlag{Name: "from", Usage: "the counterparty `AGENT-ID` to fetch the records from (required)"},
+			&cli.DurationFlag{Name: "timeout", Value: control.DefaultTimeout, Usage: "give up after `D`"},
+		),
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if c.String("from") == "" {
+				return usageErr("name the counterparty that holds the records: --from AGENT-ID")
+			}
+			from, err := sign.ParseAgentID(c.String("from"))
+			if err != nil {
+				return usageErr("--from: %v", err)
+			}
+			h, err := homeOf(c)
+			if err != nil {
+				return err
+			}
+			cl, err := h.needNode(c.Context)
+			if err != nil {
+				return err
+			}
+			defer cl.Close()
+			var res negotiate.RecoverResult
+			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout")+5*time.Second)
+			defer cancel()
+			if err := cl.Do(ctx, "POST", "/v1/chain/recover", recoverRequest{From: from, TimeoutMS: c.Duration("timeout").Milliseconds()}, &res); err != nil {
+				return err
+			}
+			if wantJSON(c) {
+				return printJSON(c, res)
+			}
+			if len(res.Appended) == 0 {
+				fmt.Fprintf(c.App.Writer, "%s holds no record of this agent above seq %d\n", from, res.Head.Seq)
+			} else {
+				fmt.Fprintf(c.App.Writer, "recovered %d records from %s: seqs %d to %d; head %d\n", len(res.Appended), from, res.Appended[0], res.Appended[len(res.Appended)-1], res.Head.Seq)
+			}
+			if res.Behind != "" {
+				fmt.Fprintf(c.App.ErrWriter, "still behind: %s\n", res.Behind)
+			}
 			return nil
 		},
 	}

@@ -58,6 +58,7 @@ func chainCommand() *cli.Command {
 			chainSearchCommand(),
 			chainBackupCommand(),
 			chainRestoreCommand(),
+			chainRecoverCommand(),
 		},
 	}
 }
@@ -122,6 +123,9 @@ func chainStatusCommand() *cli.Command {
 				}
 				if st.FlushError != "" {
 					fmt.Fprintf(w, "flush   %s\n", st.FlushError)
+				}
+				if st.Behind != "" {
+					fmt.Fprintf(w, "behind  %s\n", st.Behind)
 				}
 				return nil
 			})

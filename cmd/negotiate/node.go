@@ -202,6 +202,12 @@ func runNode(c *cli.Context) error {
 	local.VerifyOptions = chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}
 	local.DescribeRecord = describeRecord
 	local.WriteError = func() string { return writeFailureText(node.WriteFailure()) }
+	local.Behind = func() string {
+		if err := node.Behind(); err != nil {
+			return err.Error()
+		}
+		return ""
+	}
 	d.srv = control.NewServer(d, control.Options{
 		Chain:    local,
 		Classify: controlKind,

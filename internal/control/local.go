@@ -32,7 +32,10 @@ type Local struct {
 	// WriteError, when set, reports the running node's last failed durable
 	// write ("" when none) for ChainStatus.
 	WriteError func() string
-	close      bool
+	// Behind, when set, reports what the running node's chain lacks ("" when
+	// nothing) for ChainStatus.
+	Behind func() string
+	close  bool
 }
 
 // NewLocal serves views of c; Close does not close c.
@@ -73,6 +76,9 @@ func (l *Local) ChainStatus(ctx context.Context) (ChainStatus, error) {
 	}
 	if l.WriteError != nil {
 		st.WriteError = l.WriteError()
+	}
+	if l.Behind != nil {
+		st.Behind = l.Behind()
 	}
 	if err := l.chain.FlushError(); err != nil {
 		st.FlushError = err.Error()

@@ -40,6 +40,10 @@ type ChainStatus struct {
 	// chain file for want of space (the writes stay durable in the
 	// journal), absent once a flush succeeded.
 	FlushError string `json:"flush_error,omitempty"`
+	// Behind says which records the running node's chain lacks that its
+	// counterparties hold (restored from an older copy), and how to get
+	// them back; absent when none.
+	Behind string `json:"behind,omitempty"`
 }
 
 // Entry is the view of one chain entry that `chain show` prints.

@@ -146,6 +146,9 @@ type Input struct {
 	// Resume asks the engine for the outputs that restart resumed sessions
 	// (timers, queries); feed it once after NewEngine.
 	Resume bool
+	// Recover is a record this agent signed and its chain lost (see
+	// recover.go).
+	Recover *Recover
 }
 
 // Start begins a session as initiator.
@@ -335,6 +338,8 @@ func (e *Engine) Step(in Input) Output {
 		e.unreachable(in.Now, in.Unreachable, &out)
 	case in.Resume:
 		e.resume(in.Now, &out)
+	case in.Recover != nil:
+		out.Err = e.recoverRecord(in.Now, in.Recover, &out)
 	}
 	if out.Err != nil && len(out.Persist) == 0 && len(out.Send) == 0 {
 		// A refused input changes nothing; only its violation reports

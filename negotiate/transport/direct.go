@@ -18,6 +18,13 @@ import (
 // once, never kept in the inbox, never shown to the DirectHandler.
 const ContentTypePing = "negotiate/ping"
 
+// ContentTypeRecords asks for the countersigned records the receiver's
+// chain holds that name the sender (rollback recovery: `negotiate chain
+// recover`). It is answered by the records handler (SetRecordsHandler),
+// never kept in the inbox nor shown to the DirectHandler; without one it
+// is refused.
+const ContentTypeRecords = "negotiate/records"
+
 // DirectHandler answers a verified direct message from agent from. A nil
 // reply refuses the message. It runs with a deadline (ctx) and must not
 // keep d after returning.
@@ -52,6 +59,14 @@ func (e *RefusedError) Error() string {
 
 // Is makes errors.Is(err, ErrRefused) true.
 func (e *RefusedError) Is(target error) bool { return target == ErrRefused }
+
+// SetRecordsHandler sets the answerer of ContentTypeRecords requests (the
+// node, which holds the chain); nil refuses them.
+func (h *Host) SetRecordsHandler(fn DirectHandler) {
+	h.mu.Lock()
+	h.recordsFn = fn
+	h.mu.Unlock()
+}
 
 // SetDirectHandler sets the application's answerer of direct messages.
 // Nil restores the default: accept, keep the message in the inbox and
@@ -250,6 +265,13 @@ func (h *Host) hostAnswerDirect(from sign.AgentID, d *protocol.Direct, nonce []b
 	}
 	h.mu.Lock()
 	fn := h.direct
+	if d.ContentType == ContentTypeRecords {
+		fn = h.recordsFn
+		if fn == nil {
+			h.mu.Unlock()
+			return &protocol.DirectReply{Accepted: false, Reason: "this agent serves no records"}
+		}
+	}
 	h.mu.Unlock()
 	if fn == nil {
 		h.inbox.add(InboxItem{From: from, ContentType: d.ContentType, Payload: d.Payload, ReceivedAt: received, Nonce: nonce})

@@ -160,6 +160,7 @@ type Host struct {
 	closed     bool
 	session    SessionHandler
 	direct     DirectHandler
+	recordsFn  DirectHandler // answers ContentTypeRecords (the node)
 	out        map[peer.ID]*hostOutStream
 	records    map[sign.AgentID]*hostCachedRecord
 	ownRecord  *protocol.AgentInfo
