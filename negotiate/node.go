@@ -627,7 +627,7 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms any, opts
 		return nil, errors.New("negotiate: propose: name at least one other agent")
 	}
 	if err := n.behind(); err != nil {
-		return nil, fmt.Errorf("negotiate: propose: %w", err)
+		return nil, err
 	}
 	raw, err := EncodeTerms(terms)
 	if err != nil {
@@ -675,6 +675,14 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms any, opts
 	wg.Wait()
 	if err := errors.Join(append(errs, werr)...); err != nil {
 		return nil, err
+	}
+	if opts.Offer {
+		// An offer is signed at once: learn first whether a counterparty
+		// holds records this chain lost (once per counterparty).
+		n.probeBehind(rctx, with)
+		if err := n.behind(); err != nil {
+			return nil, err
+		}
 	}
 	id := protocol.NewSessionID()
 	deadline := start.Add(opts.Timeout).UnixMilli()

@@ -56,6 +56,8 @@ type rollbackState struct {
 	// laggards are counterparties whose chain, as they presented it, lacks
 	// a record this chain holds: presented head seq and the record.
 	laggards map[sign.AgentID]laggard
+	// probed are the counterparties asked since the start (probeBehind).
+	probed map[sign.AgentID]bool
 }
 
 type laggard struct {
@@ -80,7 +82,7 @@ var lenient, _ = cbor.DecOptions{MaxArrayElements: 1 << 16}.DecMode()
 // newRollbackState indexes the records of c: for every counterparty, the
 // newest record naming it.
 func newRollbackState(c *chain.Chain) (*rollbackState, error) {
-	rb := &rollbackState{held: map[sign.AgentID]protocol.HeldRecord{}, told: map[sign.AgentID]protocol.HeldRecord{}, laggards: map[sign.AgentID]laggard{}}
+	rb := &rollbackState{held: map[sign.AgentID]protocol.HeldRecord{}, told: map[sign.AgentID]protocol.HeldRecord{}, laggards: map[sign.AgentID]laggard{}, probed: map[sign.AgentID]bool{}}
 	self := c.AgentID()
 	for from := uint64(1); ; {
 		es, err := c.Entries(from, 0)
@@ -137,24 +139,35 @@ func (n *Node) checkNote(from sign.AgentID, note *protocol.ChainNote) {
 	if note == nil {
 		return
 	}
-	head := n.chain.Head()
-	locked := ""
-	if l, ok := n.chain.Lock(); ok {
-		locked = l.Session
+	if note.Yours != nil {
+		n.checkTold(from, note.Yours)
 	}
 	n.rb.mu.Lock()
 	defer n.rb.mu.Unlock()
-	if y := note.Yours; y != nil && lacks(head, locked, *y) {
-		if old, ok := n.rb.told[from]; !ok || old != *y {
-			n.log.Error("this agent's chain is behind: a counterparty holds a record of it this chain lacks; it signs nothing until `negotiate chain recover --from` that agent", "from", from, "seq", y.Seq, "session", y.Session, "head", head.Seq)
-		}
-		n.rb.told[from] = *y
-	}
 	if h, ok := n.rb.held[from]; ok && lacks(note.Head, note.Locked, h) {
 		n.rb.laggards[from] = laggard{head: note.Head.Seq, rec: h}
 	} else {
 		delete(n.rb.laggards, from)
 	}
+}
+
+// checkTold records that agent from holds record y of this agent, if this
+// chain lacks it.
+func (n *Node) checkTold(from sign.AgentID, y *protocol.HeldRecord) {
+	head := n.chain.Head()
+	locked := ""
+	if l, ok := n.chain.Lock(); ok {
+		locked = l.Session
+	}
+	if !lacks(head, locked, *y) {
+		return
+	}
+	n.rb.mu.Lock()
+	defer n.rb.mu.Unlock()
+	if old, ok := n.rb.told[from]; !ok || old != *y {
+		n.log.Error("this agent's chain is behind: a counterparty holds a record of it this chain lacks; it signs nothing until `negotiate chain recover --from` that agent", "from", from, "seq", y.Seq, "session", y.Session, "head", head.Seq)
+	}
+	n.rb.told[from] = *y
 }
 
 // lacks reports whether a chain at head, locked by session locked, lacks
@@ -233,6 +246,8 @@ func (n *Node) signCheck(a *protocol.Agreement) error {
 // recordsRequest asks for the records naming the asker above its seq After.
 type recordsRequest struct {
 	After uint64 `cbor:"after"`
+	// Newest asks for the newest such record only (a probe).
+	Newest bool `cbor:"newest,omitempty"`
 }
 
 // recordsReply holds the records, ascending by the asker's seq.
@@ -268,7 +283,7 @@ func (n *Node) answerRecords(ctx context.Context, from sign.AgentID, d *protocol
 				continue
 			}
 			for j, p := range r.Agreement.Parties {
-				if p.ID == from && r.Heads[j].Seq+1 > req.After && len(out) < maxRecordsPerReply && size+len(es[i].Payload) <= maxRecordsReplyBytes {
+				if p.ID == from && r.Heads[j].Seq+1 > req.After && (req.Newest || len(out) < maxRecordsPerReply && size+len(es[i].Payload) <= maxRecordsReplyBytes) {
 					out = append(out, found{seq: r.Heads[j].Seq + 1, raw: es[i].Payload})
 					size += len(es[i].Payload)
 				}
@@ -280,6 +295,9 @@ func (n *Node) answerRecords(ctx context.Context, from sign.AgentID, d *protocol
 		next = es[len(es)-1].Seq + 1
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].seq < out[j].seq })
+	if req.Newest && len(out) > 1 {
+		out = out[len(out)-1:]
+	}
 	var rep recordsReply
 	for _, f := range out {
 		rep.Records = append(rep.Records, f.raw)
@@ -289,6 +307,59 @@ func (n *Node) answerRecords(ctx context.Context, from sign.AgentID, d *protocol
 		return &protocol.DirectReply{Accepted: false, Reason: "encode records: " + err.Error()}
 	}
 	return &protocol.DirectReply{Accepted: true, Payload: payload}
+}
+
+// probeBehind asks each agent not yet asked since the node started for the
+// newest record naming this agent above its chain's head (one request
+// each, in parallel). A signed offer is signed before any answer could
+// tell this agent its chain is behind, so before its first offer to a
+// counterparty a node restarted on an older copy learns it this way. An
+// agent that does not answer is asked again next time.
+func (n *Node) probeBehind(ctx context.Context, agents []sign.AgentID) {
+	head := n.chain.Head()
+	req, err := protocol.Marshal(&recordsRequest{After: head.Seq, Newest: true})
+	if err != nil {
+		return
+	}
+	var wg sync.WaitGroup
+	for _, a := range agents {
+		n.rb.mu.Lock()
+		done := n.rb.probed[a]
+		n.rb.mu.Unlock()
+		if done {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := n.host.Request(ctx, a, transport.ContentTypeRecords, req)
+			if err != nil {
+				return
+			}
+			var rep recordsReply
+			if protocol.Unmarshal(r.Payload, &rep) != nil {
+				return
+			}
+			var note *protocol.ChainNote
+			if len(rep.Records) > 0 {
+				var rec recordParties
+				if lenient.Unmarshal(rep.Records[len(rep.Records)-1], &rec) == nil && len(rec.Heads) == len(rec.Agreement.Parties) {
+					for i, p := range rec.Agreement.Parties {
+						if p.ID == n.AgentID() {
+							note = &protocol.ChainNote{Yours: &protocol.HeldRecord{Seq: rec.Heads[i].Seq + 1, Session: rec.Agreement.Session}}
+						}
+					}
+				}
+			}
+			if note != nil {
+				n.checkTold(a, note.Yours)
+			}
+			n.rb.mu.Lock()
+			n.rb.probed[a] = true
+			n.rb.mu.Unlock()
+		}()
+	}
+	wg.Wait()
 }
 
 // RecoverResult says what Recover did.
