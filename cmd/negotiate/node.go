@@ -151,7 +151,11 @@ func runNode(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("open chain: %w", err)
 	}
-	defer ch.Close()
+	defer func() {
+		if err := ch.Close(); err != nil {
+			log.Error("close the chain: its journal keeps what the chain file lacks, and the next start replays it", "err", err)
+		}
+	}()
 	if ch.AgentID() != key.AgentID() {
 		return fmt.Errorf("chain %s belongs to agent %s but the key file is agent %s: the home is damaged", h.chain(), ch.AgentID(), key.AgentID())
 	}
