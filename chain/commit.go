@@ -158,7 +158,7 @@ func (g *committer) start(fresh bool) error {
 			return g.lsnBucket(tx).Put(keyJournalID, id)
 		})
 		if err != nil {
-			return fmt.Errorf("chain: replay journal of %s: %w%s", g.path, err, spaceHint(err, filepath.Dir(g.path)))
+			return fmt.Errorf("chain: replay journal of %s: %w%s", g.path, err, spaceHintThen(err, filepath.Dir(g.path), "the journal keeps every write, and opening the chain again replays it"))
 		}
 	}
 	files, err := openJournalFiles(g.path, id)
@@ -440,7 +440,7 @@ func (g *committer) flush(old int, recs []*journalRecord, retry bool, done chan 
 			g.retry = nil
 		}
 	case isNoSpace(err) || strings.Contains(err.Error(), syscall.ENOSPC.Error()):
-		g.flushErr = fmt.Errorf("chain: flush the journal of %s into it: %w: free space in %s; the journal keeps the writes and the flush is tried again", g.path, err, filepath.Dir(g.path))
+		g.flushErr = fmt.Errorf("chain: flush the journal of %s into it: %w: free space in %s; the journal keeps the writes (the flush is tried again, and opening the chain again replays them)", g.path, err, filepath.Dir(g.path))
 		g.retry, g.retryFile = recs, old
 	case g.broken == nil:
 		g.broken = fmt.Errorf("chain: flush the journal of %s into it: %w (the journal keeps the writes; reopening replays them)", g.path, err)

@@ -12,11 +12,17 @@ func isNoSpace(err error) bool {
 	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
 }
 
-// spaceHint is the advice appended to an error that may be a full file
-// system: what to do, naming the directory. Empty for other errors.
+// spaceHint is the advice appended to a refused write's error when the
+// file system is full: what to do, naming the directory. Empty for other
+// errors.
 func spaceHint(err error, dir string) string {
+	return spaceHintThen(err, dir, "the chain takes writes again once there is room (nothing of this write reached the disk)")
+}
+
+// spaceHintThen is spaceHint with what happens then.
+func spaceHintThen(err error, dir, then string) string {
 	if !isNoSpace(err) {
 		return ""
 	}
-	return fmt.Sprintf(": free space in %s; the chain takes writes again once there is room (nothing of this write reached the disk)", dir)
+	return fmt.Sprintf(": free space in %s; %s", dir, then)
 }

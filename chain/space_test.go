@@ -2,6 +2,7 @@ package chain
 
 import (
 	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -130,5 +131,49 @@ func TestChainFlushWithoutRoom(t *testing.T) {
 	}
 	if c.Length() != 64 {
 		t.Fatalf("length %d, want 64", c.Length())
+	}
+}
+
+// TestChainReopenOnFullDisk: writes whose flush failed for want of space
+// stay in the journal when the chain is closed (Close says why and keeps
+// the journal); reopening while the file system is still full fails,
+// saying where to free space, and changes nothing; once there is room the
+// reopen replays every write and the chain verifies.
+func TestChainReopenOnFullDisk(t *testing.T) {
+	dir := smallfs.Mount(t, 4<<20)
+	key := testKey(t, "reopen-full")
+	path := filepath.Join(dir, "chain.db")
+	c, err := Create(path, key, 1_700_000_000_000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendNotes(t, c, key, 2)
+	free := smallfs.Fill(t, dir)
+	appendNotes(t, c, key, 40)
+	head := c.Head()
+	cerr := c.Close()
+	t.Logf("close with the disk full: %v", cerr)
+	if cerr == nil || !strings.Contains(cerr.Error(), "no space left on device") {
+		t.Fatalf("close with the disk full: %v, want the flush's failure", cerr)
+	}
+	if _, err := os.Stat(path + journalSuffixes[0]); err != nil {
+		t.Fatalf("the journal is gone after a failed close: %v", err)
+	}
+	_, err = Open(path, Options{})
+	t.Logf("open with the disk full: %v", err)
+	if err == nil || !errors.Is(err, syscall.ENOSPC) || !strings.Contains(err.Error(), "free space in "+dir) {
+		t.Fatalf("open with the disk full: %v", err)
+	}
+	free()
+	r, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if r.Head() != head {
+		t.Fatalf("reopened at %+v, the last write was %+v", r.Head(), head)
+	}
+	if verr := r.Verify(VerifyOptions{}); verr != nil {
+		t.Fatal(verr)
 	}
 }
