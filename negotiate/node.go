@@ -579,6 +579,13 @@ func (n *Node) onEnvelope(env *protocol.Envelope) {
 	}
 	n.trace(hooks.TraceReceived, env.Msg.Session, env.Msg.Type)
 	n.checkNote(env.Msg.From, env.Msg.Chain)
+	if env.Msg.Type == protocol.TypeQuery && !n.knows(env.Msg.Session) && n.behind() != nil {
+		// The session may be one of the records this chain lost: a
+		// refusal of it now would contradict the record its peers hold.
+		// The asker asks again; after recover it is answered.
+		n.log.Warn("chain behind: a query about a session this chain does not know waits until the chain recovered", "from", env.Msg.From.Short(), "session", env.Msg.Session)
+		return
+	}
 	err := n.step(engine.Input{Message: &engine.Received{
 		From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
 	}})

@@ -217,6 +217,15 @@ func (n *Node) behind() error {
 		ErrBehind, head.Seq, strings.Join(who, "; "), missing, holders[0])
 }
 
+// knows reports whether the engine holds session id (in memory or as a
+// checkpoint).
+func (n *Node) knows(id string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	_, err := n.eng.Session(id)
+	return err == nil
+}
+
 // Behind reports, as ErrBehind says it, what this agent's chain lacks
 // that its counterparties told it they hold (nil when nothing).
 func (n *Node) Behind() error { return n.behind() }
