@@ -550,7 +550,9 @@ func (n *Node) sender(to sign.AgentID, q chan queuedFrame) {
 				n.trace(hooks.TraceSent, qf.session, qf.typ)
 			}
 			if err == nil && n.hooks.Crash != nil {
-				if env, oerr := protocol.OpenCertificate(frame); oerr == nil && env.Msg.Type == protocol.TypeReady {
+				// A signed offer carries the initiator's Ready: its
+				// signature left with the offer frame.
+				if env, oerr := protocol.OpenCertificate(frame); oerr == nil && (env.Msg.Type == protocol.TypeReady || env.Msg.Type == protocol.TypeOffer) {
 					n.crash(hooks.CrashAfterReadySent, env.Msg.Session, false)
 				}
 			}

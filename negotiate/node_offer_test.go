@@ -234,6 +234,9 @@ func TestNodeOfferCommits(t *testing.T) {
 			if n := init.passed(id, hooks.CrashAfterVote); n != 1 {
 				t.Fatalf("initiator: %d lock+vote writes, want 1", n)
 			}
+			// The initiator's statement leaves in the offer frame: the
+			// after-ready-sent point is passed once per offer delivered.
+			waitFor(t, func() bool { return init.passed(id, hooks.CrashAfterReadySent) == size-1 })
 			wantInit := map[string]int{protocol.TypeOffer: size - 1}
 			if size > 2 {
 				wantInit[protocol.TypeCommit] = size - 1

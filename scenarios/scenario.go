@@ -583,7 +583,7 @@ func (sc *Scenario) check() error {
 			if c.Session != "" && !sessions[c.Session] {
 				return fmt.Errorf("%s.crash.session: no session %q", field, c.Session)
 			}
-			if why := offerUnreached(offers, sessions, c.Party, c.At, c.Session); why != "" {
+			if why := offerUnreached(offers, sessions, c.At, c.Session); why != "" {
 				return fmt.Errorf("%s.crash.at %q: %s", field, c.At, why)
 			}
 		case f.Partition != nil:
@@ -613,7 +613,7 @@ func (sc *Scenario) check() error {
 				if p.Party == "" {
 					return fmt.Errorf("%s.partition.party: name whose step %q starts the partition", field, p.At)
 				}
-				if why := offerUnreached(offers, sessions, p.Party, p.At, ""); why != "" {
+				if why := offerUnreached(offers, sessions, p.At, ""); why != "" {
 					return fmt.Errorf("%s.partition.at %q: %s", field, p.At, why)
 				}
 			}
@@ -720,26 +720,24 @@ func (f *Fault) link() (*LinkFault, string) {
 	return nil, ""
 }
 
-// offerUnreached says why party never reaches protocol step point when
+// offerUnreached says why protocol step point is never reached when
 // every session it could apply to (session, or all) is a signed offer;
 // "" if it may. A trigger that can never fire is a mistake in the script.
-func offerUnreached(offers map[string]string, sessions map[string]bool, party, point, session string) string {
-	if point != PointAfterAccept && point != PointAfterReadySent {
+// Every step but after-accept is reached in an offer (the initiator's
+// after-ready-sent is where its offer frame, which carries its Ready, left).
+func offerUnreached(offers map[string]string, sessions map[string]bool, point, session string) string {
+	if point != PointAfterAccept {
 		return ""
 	}
 	for id := range sessions {
 		if session != "" && id != session {
 			continue
 		}
-		init, offer := offers[id]
-		if !offer || point == PointAfterReadySent && init != party {
+		if _, offer := offers[id]; !offer {
 			return ""
 		}
 	}
-	if point == PointAfterAccept {
-		return "never reached in a signed offer (offer: true), which sends no accept message; use after-vote, after-ready-sent or after-append"
-	}
-	return "never reached by the initiator of a signed offer (offer: true), whose statement leaves in the offer frame; use after-vote or after-propose"
+	return "never reached in a signed offer (offer: true), which sends no accept message; use after-vote, after-ready-sent or after-append"
 }
 
 func checkTrigger(field, at string, atTime *Duration) error {

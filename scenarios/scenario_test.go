@@ -35,8 +35,6 @@ func TestParseErrors(t *testing.T) {
 			[]string{"steps[1].counter", `"s1"`, "signed offer", "accept or reject"}},
 		{"after-accept in an offer", strings.Replace(base, "terms: {p: 1}}", "terms: {p: 1}, offer: true}", 1) + "faults:\n  - crash: {party: b, at: after-accept}\n",
 			[]string{"faults[0].crash.at", "after-accept", "signed offer"}},
-		{"offer initiator after-ready-sent", strings.Replace(base, "terms: {p: 1}}", "terms: {p: 1}, offer: true}", 1) + "faults:\n  - partition: {groups: [[a], [b]], party: a, at: after-ready-sent}\n",
-			[]string{"faults[0].partition.at", "after-ready-sent", "initiator"}},
 		{"offer flag typo", strings.Replace(base, "terms: {p: 1}}", "terms: {p: 1}, offer: yes please}", 1), []string{"bad.yaml", "6:"}},
 	}
 	for _, tc := range tests {

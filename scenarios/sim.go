@@ -732,16 +732,17 @@ func (s *sim) offerConsent(n *simNode, in engine.Input) {
 
 // readySent reports whether the after-ready-sent point is reached: a
 // step that made the vote durable sent what followed it. In a signed
-// offer it is where a Ready frame left, as a real node sees it: a
-// participant's Ready (a 2-party participant signs and commits in one
-// write with no lock), never the initiator's Offer that carries its Ready.
+// offer it is where a frame carrying this party's statement left, as a
+// real node sees it: a participant's Ready (a 2-party participant signs
+// and commits in one write with no lock) or the initiator's Offer, which
+// carries its Ready.
 func (s *sim) readySent(session string, hasVote bool, sent []engine.Outgoing) bool {
 	ss := s.bySID[session]
 	if ss == nil || !ss.offer {
 		return hasVote
 	}
 	for _, o := range sent {
-		if o.Type == protocol.TypeReady && o.Frame == nil {
+		if (o.Type == protocol.TypeReady || o.Type == protocol.TypeOffer) && o.Frame == nil {
 			return true
 		}
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 
 	"github.com/fxamacker/cbor/v2"
@@ -760,17 +761,19 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 		}
 	case e.refuseUnsignable(now, s, out):
 	default:
-		if r := e.earlyRefusal(s); r != nil {
-			// Another party already refused: the session can never commit.
-			e.abortWithCert(now, s, r.Raw, "refused by "+r.From.Short(), false, out)
-			break
-		}
-		// Readys that came first are taken in before signing: with every
-		// statement here, signing and committing is one durable write.
+		// Readys that came first are taken in before anything else: a
+		// refusal by a party whose statement is then held is void, as it
+		// is after the preflight (voidRefusal); and with every statement
+		// here, signing and committing is one durable write.
 		for _, r := range s.early {
 			if rd, ok := r.Body.(*protocol.Ready); ok {
 				_ = e.onReady(now, r, rd, out)
 			}
+		}
+		if r := e.earlyRefusal(s, out); r != nil {
+			// Another party already refused: the session can never commit.
+			e.abortWithCert(now, s, r.Raw, "refused by "+r.From.Short(), false, out)
+			break
 		}
 		e.signAndSend(now, s, out, nil)
 	}
@@ -822,9 +825,15 @@ func (e *Engine) refuseEnded(now int64, s *session, ah chain.Hash, to sign.Agent
 	out.Send = append(out.Send, Outgoing{To: to, Session: s.id, Frame: cert})
 }
 
-func (e *Engine) earlyRefusal(s *session) *Received {
+// earlyRefusal returns a refusal of s's agreement that came before the
+// preflight and is an abort certificate: not void (voidRefusal reports a
+// refusal by a party whose statement this agent holds, and skips it).
+func (e *Engine) earlyRefusal(s *session, out *Output) *Received {
 	for _, r := range s.early {
 		if rf, ok := r.Body.(*protocol.Refuse); ok && rf.AgreementHash == s.ah {
+			if e.voidRefusal(s, r.From, out) != nil {
+				continue
+			}
 			return r
 		}
 	}
@@ -997,10 +1006,10 @@ func (e *Engine) onRefuse(now int64, m *Received, r *protocol.Refuse, out *Outpu
 		return fmt.Errorf("negotiate: refuse from %s: %w", m.From.Short(), err)
 	}
 	if r.Rejected {
-		e.endWithCert(now, s, m.Raw, StateRejected, fmt.Sprintf("rejected by %s: %s", m.From.Short(), r.Reason), false, out)
+		e.endWithCert(now, s, m.Raw, StateRejected, fmt.Sprintf("rejected by %s: %s", m.From.Short(), r.Reason), false, out, m.From)
 		return nil
 	}
-	e.abortWithCert(now, s, m.Raw, fmt.Sprintf("refused by %s: %s", m.From.Short(), r.Reason), r.Busy, out)
+	e.abortWithCert(now, s, m.Raw, fmt.Sprintf("refused by %s: %s", m.From.Short(), r.Reason), r.Busy, out, m.From)
 	return nil
 }
 
@@ -1021,13 +1030,16 @@ func (e *Engine) voidRefusal(s *session, from sign.AgentID, out *Output) error {
 }
 
 // abortWithCert ends a session by an abort certificate and releases the lock.
-func (e *Engine) abortWithCert(now int64, s *session, cert []byte, reason string, busy bool, out *Output) {
-	e.endWithCert(now, s, cert, StateAborted, reason, busy, out)
+func (e *Engine) abortWithCert(now int64, s *session, cert []byte, reason string, busy bool, out *Output, holders ...sign.AgentID) {
+	e.endWithCert(now, s, cert, StateAborted, reason, busy, out, holders...)
 }
 
 // endWithCert ends a session in state st (aborted, or rejected for a
-// rejected offer) by an abort certificate and releases the lock.
-func (e *Engine) endWithCert(now int64, s *session, cert []byte, st State, reason string, busy bool, out *Output) {
+// rejected offer) by an abort certificate and releases the lock. An
+// initiator forwards the certificate to every participant but holders:
+// the party that signed the refusal, and the one that sent it here, hold
+// it already.
+func (e *Engine) endWithCert(now int64, s *session, cert []byte, st State, reason string, busy bool, out *Output, holders ...sign.AgentID) {
 	s.abortCert, s.busy = cert, busy
 	wasSigned := s.vote == voteSigned
 	e.finishState(now, s, st, reason)
@@ -1038,7 +1050,11 @@ func (e *Engine) endWithCert(now int64, s *session, cert []byte, st State, reaso
 	}
 	out.Persist = append(out.Persist, w)
 	if s.role == RoleInitiator {
-		e.sendOthers(out, s, protocol.TypeAbort, &protocol.Abort{Certificate: cert})
+		for i, p := range s.parties {
+			if i != s.selfIdx && !slices.Contains(holders, p.ID) {
+				e.send(out, s, p.ID, protocol.TypeAbort, &protocol.Abort{Certificate: cert})
+			}
+		}
 	}
 	e.reportFinal(s, out)
 }
@@ -1111,7 +1127,7 @@ func (e *Engine) onAbort(now int64, m *Received, a *protocol.Abort, out *Output)
 	if rejected {
 		st = StateRejected
 	}
-	e.endWithCert(now, s, a.Certificate, st, reason, busy, out)
+	e.endWithCert(now, s, a.Certificate, st, reason, busy, out, from, m.From)
 	return nil
 }
 
