@@ -86,6 +86,9 @@ var (
 	ErrUnknownSession = engine.ErrUnknownSession
 	// ErrNotYourTurn: a decision that does not fit the session's state.
 	ErrNotYourTurn = engine.ErrNotYourTurn
+	// ErrWarranted: an agent of the session has a valid warrant against it
+	// for equivocation (NodeConfig.AllowWarranted lifts the refusal).
+	ErrWarranted = engine.ErrWarranted
 	// ErrAgentNotFound: no valid record of the agent is in the DHT.
 	ErrAgentNotFound = transport.ErrAgentNotFound
 	// ErrUnreachable: the agent was found but did not answer.

@@ -79,6 +79,13 @@ type NodeConfig struct {
 	Logger *slog.Logger
 	// OnEvent, when set, is called (without locks held) for every engine event.
 	OnEvent func(Event)
+	// WarrantDir is where the node keeps warrants (evidence that an agent
+	// equivocated), one file each; the CLI uses <home>/warrants. Empty
+	// keeps them in memory only. A warrant is also published to the DHT.
+	WarrantDir string
+	// AllowWarranted lets the node take and make sessions with agents that
+	// have a valid warrant against them; by default it refuses them.
+	AllowWarranted bool
 }
 
 // crash calls the crash hook at point. If the hook says so, the node
@@ -124,6 +131,8 @@ type Node struct {
 	// positions (rollback.go); it has its own lock.
 	rb *rollbackState
 
+	warrants *warrantStore // has its own lock; taken after mu, never before
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -156,9 +165,14 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	ws, bad := openWarrantStore(cfg.WarrantDir)
+	for _, err := range bad {
+		log.Warn("warrant not loaded", "err", err)
+	}
 	var n *Node
 	eng, err := engine.NewEngine(engine.CoreConfig{
-		Key: cfg.Key, Head: cfg.Chain.Head(), Lock: lock, Checkpoints: cps,
+		Admit: func(p []protocol.Party) error { return n.admit(p) },
+		Key:   cfg.Key, Head: cfg.Chain.Head(), Lock: lock, Checkpoints: cps,
 		SignCheck:  func(a *protocol.Agreement) error { return n.signCheck(a) },
 		HeadCheck:  cfg.HeadCheck,
 		Checkpoint: checkpoint, EndedRetentionMillis: keep.Milliseconds(),
@@ -182,7 +196,7 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 		hk = &hooks.Hooks{}
 	}
 	n = &Node{
-		cfg: cfg, hooks: hk, host: h, chain: cfg.Chain, log: log, eng: eng, rb: rb,
+		cfg: cfg, hooks: hk, host: h, chain: cfg.Chain, log: log, eng: eng, rb: rb, warrants: ws,
 		waiters: map[string][]chan *Outcome{}, timers: map[string]*time.Timer{},
 		queues: map[sign.AgentID]chan queuedFrame{}, ctx: nctx, cancel: cancel,
 	}
@@ -312,6 +326,9 @@ func (n *Node) step(in engine.Input) error {
 		n.log.Debug("session event", "session", ev.Session, "kind", ev.Kind, "phase", ev.Phase, "round", ev.Round, "reason", ev.Reason)
 		if ev.Kind == EvViolation {
 			n.log.Warn("protocol violation by a peer", "session", ev.Session, "from", ev.From, "what", ev.Reason)
+			if len(ev.Warrant) > 0 {
+				n.takeWarrant(ev.Warrant)
+			}
 		}
 		if n.cfg.OnEvent != nil {
 			n.cfg.OnEvent(ev)
@@ -692,6 +709,9 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms any, opts
 		if err := n.behind(); err != nil {
 			return nil, err
 		}
+	}
+	if err := n.checkWarranted(rctx, with); err != nil {
+		return nil, err
 	}
 	id := protocol.NewSessionID()
 	deadline := start.Add(opts.Timeout).UnixMilli()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"sort"
 	"strings"
 	"time"
 
@@ -183,6 +185,13 @@ func (s *sim) checkInvariants() []Line {
 		if !byzantine && len(n.violations) > 0 {
 			honest = append(honest, fmt.Sprintf("%s: %s", n.name, strings.Join(n.violations, "; ")))
 		}
+		// A warrant verifies on its own: one against an honest party would
+		// mean an honest engine signed two conflicting things.
+		for id := range n.warrants {
+			if o := s.byID[id]; o != nil && o.byz == "" {
+				honest = append(honest, fmt.Sprintf("%s holds a warrant against honest %s", n.name, o.name))
+			}
+		}
 	}
 	if s.aborted != "" {
 		term = append(term, s.aborted)
@@ -354,6 +363,9 @@ func (s *sim) checkExpectations(r *Report) []Line {
 		}
 		out = append(out, l)
 	}
+	if e.Warrant != nil {
+		out = append(out, s.checkWarrants(*e.Warrant)...)
+	}
 	return out
 }
 
@@ -454,4 +466,48 @@ func (s *sim) honestDifference(a, b *protocol.Record) string {
 		return "different witness decisions"
 	}
 	return ""
+}
+
+// checkWarrants checks the warrant expectation: a warrant against exactly
+// the listed parties is held by some party (who holds it is the detail),
+// and in a real run each is found in the DHT.
+func (s *sim) checkWarrants(want []string) []Line {
+	holders := map[string][]string{} // offender → holders
+	for _, n := range s.nodes {
+		for id := range n.warrants {
+			if o := s.byID[id]; o != nil {
+				holders[o.name] = append(holders[o.name], n.name)
+			}
+		}
+	}
+	var out []Line
+	for _, p := range want {
+		l := Line{Name: "warrant against " + p, Passed: len(holders[p]) > 0}
+		if l.Passed {
+			sort.Strings(holders[p])
+			l.Detail = "held by " + strings.Join(holders[p], ",")
+		}
+		out = append(out, l)
+		if s.real && s.findWarrant != nil {
+			l := Line{Name: "warrant against " + p + " found in the DHT"}
+			if err := s.findWarrant(s.byName[p]); err != nil {
+				l.Detail = err.Error()
+			} else {
+				l.Passed = true
+			}
+			out = append(out, l)
+		}
+	}
+	var extra []string
+	for name := range holders {
+		if !slices.Contains(want, name) {
+			extra = append(extra, name)
+		}
+	}
+	sort.Strings(extra)
+	l := Line{Name: fmt.Sprintf("no warrant against others than [%s]", strings.Join(want, " ")), Passed: len(extra) == 0}
+	if len(extra) > 0 {
+		l.Detail = "warrants against " + strings.Join(extra, ",")
+	}
+	return append(out, l)
 }

@@ -30,6 +30,8 @@ const (
 	// realResolveInitial / realResolveMax speed up resolution in real runs.
 	realResolveInitial = 300 * time.Millisecond
 	realResolveMax     = 2 * time.Second
+	// realWarrantLookup bounds one DHT lookup of a warrant after a run.
+	realWarrantLookup = 10 * time.Second
 )
 
 // RealOptions configures RunReal.
@@ -323,6 +325,23 @@ func RunReal(ctx context.Context, sc *Scenario, opts RealOptions) (rep *Report, 
 		rep.Outcomes[ss.name] = m
 	}
 	s.realOutcomes = func(n *simNode, ss *simSession) PartyOutcome { return byName[n.name].outcome(ss) }
+	s.findWarrant = func(offender *simNode) error {
+		var errs []error
+		for _, rn := range nodes {
+			n := rn.current()
+			if n == nil || rn.sn == offender {
+				continue
+			}
+			fctx, cancel := context.WithTimeout(ctx, realWarrantLookup)
+			_, err := n.Host().FindWarrant(fctx, offender.key.AgentID())
+			cancel()
+			if err == nil {
+				return nil
+			}
+			errs = append(errs, fmt.Errorf("from %s: %w", rn.sn.name, err))
+		}
+		return errors.Join(errs...)
+	}
 	rep.Invariants = s.checkInvariants()
 	rep.Expectations = append(s.expect, s.checkExpectations(rep)...)
 	rep.VirtualMillis = time.Since(start).Milliseconds()
@@ -364,6 +383,7 @@ func (rn *realNode) start(ctx context.Context, rf *realFaults, boot, listen []st
 		Key: rn.sn.key, Chain: ch, Policy: negotiate.PolicyFunc(rn.decide),
 		Host:           transport.Config{Bootstrap: boot, Listen: listen, PeerKeyFile: filepath.Join(rf.dir, rn.sn.name+".peer")},
 		ResolveInitial: realResolveInitial, ResolveMax: realResolveMax, OnEvent: rn.onEvent,
+		WarrantDir: filepath.Join(rf.dir, rn.sn.name+".warrants"),
 	})
 	if err != nil {
 		return fmt.Errorf("scenarios: start %s: %w", rn.sn.name, err)
@@ -530,6 +550,16 @@ func (rn *realNode) snapshot() error {
 	rn.mu.Lock()
 	defer rn.mu.Unlock()
 	rn.sn.violations = append([]string(nil), rn.violated...)
+	if rn.up && rn.node != nil {
+		// What the node stored (and loaded again after a restart).
+		ws, err := rn.node.Warrants(context.Background(), "", false)
+		if err != nil {
+			return fmt.Errorf("scenarios: warrants of %s: %w", rn.sn.name, err)
+		}
+		for _, w := range ws {
+			rn.sn.takeWarrant(w.Raw)
+		}
+	}
 	for id, at := range rn.finalAt {
 		rn.sn.firstFinal[id] = at
 	}

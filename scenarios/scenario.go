@@ -226,6 +226,10 @@ type Expect struct {
 	Rounds uint32 `yaml:"rounds"`
 	// Violation lists parties that must report a protocol violation by a peer.
 	Violation []string `yaml:"violation"`
+	// Warrant lists the parties some party must hold a valid warrant
+	// against (evidence of equivocation); a warrant against any party not
+	// listed fails it. In a real run each must also be found in the DHT.
+	Warrant *[]string `yaml:"warrant"`
 }
 
 // Duration is a time.Duration written as "250ms", "2s", "1m".
@@ -687,6 +691,13 @@ func (sc *Scenario) check() error {
 	for _, p := range sc.Expect.Violation {
 		if err := known("expect.violation", p); err != nil {
 			return err
+		}
+	}
+	if sc.Expect.Warrant != nil {
+		for _, p := range *sc.Expect.Warrant {
+			if err := known("expect.warrant", p); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -252,6 +252,7 @@ type simNode struct {
 	consent    map[string]map[consentKey]bool // engine session → rounds/terms it accepted or proposed
 	offered    map[string]consentKey          // engine session → round/terms of a signed offer as shown to it
 	violations []string                       // violations this party reported
+	warrants   map[sign.AgentID][]byte        // offender → a verified warrant this party holds
 	errs       int                            // inputs the engine refused
 	received   []wireMsg                      // replay: what it received
 }
@@ -329,6 +330,9 @@ type sim struct {
 	// realOutcomes reports their outcomes.
 	real            bool
 	realOutcomes    func(*simNode, *simSession) PartyOutcome
+	// findWarrant, in a real run, looks a warrant against the party up in
+	// the DHT from another party's node.
+	findWarrant func(*simNode) error
 	notes           []string
 	expect          []Line
 	persistFailures []string
@@ -813,6 +817,9 @@ func (s *sim) onEvent(n *simNode, ev negotiate.Event) {
 	case negotiate.EvViolation:
 		n.violations = append(n.violations, ev.Reason)
 		s.logf("%s reports a violation in %s: %s", n.name, s.sname(ev.Session), ev.Reason)
+		if len(ev.Warrant) > 0 {
+			n.takeWarrant(ev.Warrant)
+		}
 	case negotiate.EvCommitted, negotiate.EvRejected, negotiate.EvAborted:
 		delete(n.pending, ev.Session)
 		if ev.Outcome != nil {
@@ -1295,4 +1302,18 @@ func sortedNames[V any](m map[string]V) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// takeWarrant keeps a warrant the engine built, if it verifies.
+func (n *simNode) takeWarrant(raw []byte) {
+	w, _, err := protocol.VerifyWarrant(raw)
+	if err != nil {
+		return
+	}
+	if n.warrants == nil {
+		n.warrants = map[sign.AgentID][]byte{}
+	}
+	if _, ok := n.warrants[w.Agent]; !ok {
+		n.warrants[w.Agent] = raw
+	}
 }

@@ -27,6 +27,9 @@ var (
 	ErrUnknownSession = errors.New("negotiate: unknown session")
 	// ErrNotYourTurn: a decision that does not fit the session's state.
 	ErrNotYourTurn = errors.New("negotiate: no decision pending")
+	// ErrWarranted: a party of the session has a valid warrant against it
+	// (it equivocated), and this agent takes no new session with it.
+	ErrWarranted = errors.New("negotiate: agent has a warrant for equivocation")
 )
 
 // Engine is the pure countersigning state machine of one agent. It has no
@@ -77,6 +80,13 @@ type CoreConfig struct {
 	// the initiator presented, so that nothing was left out. The initiator
 	// signs first and is not asked. It must be deterministic.
 	HeadCheck func(a *protocol.Agreement, heads map[sign.AgentID]chain.Head) error
+	// Admit, when set, is asked before this agent takes a new session
+	// another agent proposed or offered (with every party of it): an error
+	// refuses it (a proposal is answered with a reject naming the error; an
+	// offer is dropped, and the initiator's query later gets a durable
+	// refusal). The node uses it to refuse agents with a warrant. It must
+	// not block: it runs inside Step.
+	Admit func(parties []protocol.Party) error
 	// ResolveInitialMillis is the first delay before a signed party asks the
 	// others how the session ended (default 2000). It doubles up to
 	// ResolveMaxMillis (default 30000).
@@ -266,6 +276,11 @@ type Event struct {
 	Terms   cbor.RawMessage
 	Reason  string
 	Outcome *Outcome
+	// Warrant, on an EvViolation that is an equivocation this agent holds
+	// proof of, is the encoded protocol.Warrant: two things the peer From
+	// signed that an honest agent never signs together. The driver stores
+	// it and publishes it; the engine keeps nothing of it.
+	Warrant []byte
 }
 
 // Outcome is how a session ended.

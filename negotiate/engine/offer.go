@@ -99,7 +99,7 @@ func (e *Engine) onOffer(now int64, m *Received, o *protocol.Offer, out *Output)
 	s := e.newSession(m.Session, RoleParticipant, a.Parties, now)
 	s.deadline, s.maxRounds, s.round = a.Deadline, 1, 1
 	s.terms, s.termsHash = terms, a.TermsHash
-	s.agreement, s.ah, s.offer = a, ah, true
+	s.agreement, s.ah, s.offer, s.agreementFrame = a, ah, true, m.Raw
 	ready := o.Ready
 	s.readys[0] = &ready
 	s.pending = true
@@ -117,7 +117,19 @@ func (e *Engine) offerAgain(now int64, s *session, m *Received, ah chain.Hash, o
 		return fmt.Errorf("negotiate: offer from %s: does not match session %s", m.From.Short(), s.id)
 	}
 	if s.agreement != nil && ah != s.ah {
-		e.event(out, s, EvViolation, Event{From: m.From, Reason: "initiator sent two different agreements for one session"})
+		// The initiator's statement over the other agreement, if it
+		// verifies, and the one held from the first offer convict it.
+		var pair []protocol.WarrantItem
+		if o, ok := m.Body.(*protocol.Offer); ok && s.readys[0] != nil {
+			a := &o.Preflight.Agreement
+			if st, err := protocol.StatementFor(a, m.From, o.Ready.Head); err == nil && verifyStatement(s.parties[0], a, ah, o.Ready.Head, o.Ready.Signature) == nil {
+				pair = heldAnd(s, 0, protocol.StatementItem(st, o.Ready.Signature), true)
+			}
+		}
+		if pair == nil {
+			pair = framePair(s.agreementFrame, m.Raw)
+		}
+		e.equivocation(out, s, 0, "initiator sent two different agreements for one session", pair...)
 		return fmt.Errorf("negotiate: offer from %s: a different agreement for session %s (equivocation)", m.From.Short(), s.id)
 	}
 	switch {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -91,6 +92,10 @@ type session struct {
 	receipt    []byte
 	recordHash chain.Hash
 	abortCert  []byte
+
+	// Signed frames kept in memory only, as evidence should the sender
+	// equivocate (warrants): the current round's proposal, the preflight.
+	proposeFrame, agreementFrame []byte
 
 	gen          map[TimerKind]uint64
 	resolveDelay int64
@@ -359,6 +364,11 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 	s := e.sessions[m.Session]
 	if s == nil {
 		if err := e.admitSession(protocol.TypePropose, m.From, p.Parties); err != nil {
+			if errors.Is(err, ErrWarranted) {
+				// Say so, with no session kept: the initiator ends it for all.
+				out.Send = append(out.Send, Outgoing{To: m.From, Type: protocol.TypeReject, Session: m.Session,
+					Body: &protocol.Reject{Round: p.Round, Reason: truncateUTF8(err.Error(), protocol.MaxReasonBytes)}, Expires: p.Deadline})
+			}
 			return err
 		}
 		s = e.newSession(m.Session, RoleParticipant, p.Parties, now)
@@ -372,7 +382,7 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 		if p.Round == s.round && s.agreement == nil && (s.phase == PhaseNegotiating || s.lastAnswer != nil) {
 			// The initiator sends a round again when an answer is missing.
 			if !bytes.Equal(terms, s.terms) {
-				e.event(out, s, EvViolation, Event{From: m.From, Reason: "initiator sent two different terms for one round"})
+				e.equivocation(out, s, 0, "initiator sent two different terms for one round", framePair(s.proposeFrame, m.Raw)...)
 				return fmt.Errorf("negotiate: propose from %s: other terms for round %d (equivocation)", m.From.Short(), p.Round)
 			}
 			if s.lastAnswer != nil {
@@ -389,6 +399,7 @@ func (e *Engine) onPropose(now int64, m *Received, p *protocol.Propose, out *Out
 	}
 	s.round, s.terms, s.termsHash = p.Round, terms, chain.Hash(sign.Hash(terms))
 	s.pending, s.accepted, s.lastAnswer = true, false, nil
+	s.proposeFrame = m.Raw
 	e.event(out, s, EvProposal, Event{From: m.From, Terms: terms})
 	return nil
 }
@@ -411,6 +422,11 @@ func (e *Engine) admitSession(typ string, from sign.AgentID, parties []protocol.
 	}
 	if n := e.openSessionsFrom(from); n >= MaxOpenSessionsPerPeer {
 		return fmt.Errorf("negotiate: %s from %s: it already has %d open sessions with this agent, the limit", typ, from.Short(), n)
+	}
+	if e.cfg.Admit != nil {
+		if err := e.cfg.Admit(parties); err != nil {
+			return fmt.Errorf("negotiate: %s from %s: %w", typ, from.Short(), err)
+		}
 	}
 	return nil
 }
@@ -718,7 +734,7 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 	}
 	if s.agreement != nil {
 		if ah != s.ah {
-			e.event(out, s, EvViolation, Event{From: m.From, Reason: "initiator sent two different agreements for one session"})
+			e.equivocation(out, s, 0, "initiator sent two different agreements for one session", framePair(s.agreementFrame, m.Raw)...)
 			return fmt.Errorf("negotiate: preflight from %s: a different agreement for session %s (equivocation)", m.From.Short(), s.id)
 		}
 		e.answerFinalOrReady(s, m.From, out) // a retransmission
@@ -730,7 +746,7 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 		return nil
 	}
 	a := &p.Agreement
-	s.agreement, s.ah = a, ah
+	s.agreement, s.ah, s.agreementFrame = a, ah, m.Raw
 	switch {
 	case a.Session != s.id || a.Round != s.round || a.TermsHash != s.termsHash || !bytes.Equal(a.Terms, s.terms) ||
 		!sameParties(a.Parties, s.parties) || a.Deadline != s.deadline || !sameWitness(a.Witness, s.witness):
@@ -748,7 +764,7 @@ func (e *Engine) onPreflight(now int64, m *Received, p *protocol.Preflight, out 
 			}
 		}
 		s.early = early
-		if r := e.earlyRefusal(s); r != nil {
+		if r := e.earlyRefusal(s, out); r != nil {
 			e.abortWithCert(now, s, r.Raw, "refused by "+r.From.Short(), false, out)
 			break
 		}
@@ -831,7 +847,7 @@ func (e *Engine) refuseEnded(now int64, s *session, ah chain.Hash, to sign.Agent
 func (e *Engine) earlyRefusal(s *session, out *Output) *Received {
 	for _, r := range s.early {
 		if rf, ok := r.Body.(*protocol.Refuse); ok && rf.AgreementHash == s.ah {
-			if e.voidRefusal(s, r.From, out) != nil {
+			if e.voidRefusal(s, r.From, r.Raw, out) != nil {
 				continue
 			}
 			return r
@@ -911,7 +927,13 @@ func (e *Engine) onReady(now int64, m *Received, r *protocol.Ready, out *Output)
 		return nil
 	}
 	if r.AgreementHash != s.ah {
-		e.event(out, s, EvViolation, Event{From: m.From, Reason: "ready for another agreement of this session"})
+		// Its statement over the other agreement convicts it only if it
+		// verifies (with this session's parties) and its statement over
+		// this one is held too.
+		it := statementItem(s, i, r)
+		pub, perr := s.parties[i].PublicKey()
+		ok := perr == nil && protocol.VerifyStatement(pub, it.Statement, r.Signature) == nil
+		e.equivocation(out, s, i, "ready for another agreement of this session", heldAnd(s, i, it, ok)...)
 		return fmt.Errorf("negotiate: ready from %s: for another agreement of session %s", m.From.Short(), s.id)
 	}
 	have := s.readys[i]
@@ -922,7 +944,9 @@ func (e *Engine) onReady(now int64, m *Received, r *protocol.Ready, out *Output)
 		return fmt.Errorf("negotiate: ready from %s: %w", m.From.Short(), err)
 	}
 	if have != nil {
-		e.event(out, s, EvViolation, Event{From: m.From, Reason: "party signed twice with different heads or signatures"})
+		// Two signatures over one statement (a randomized scheme) prove
+		// nothing; two heads do.
+		e.equivocation(out, s, i, "party signed twice with different heads or signatures", heldAnd(s, i, statementItem(s, i, r), have.Head != r.Head)...)
 		return nil
 	}
 	s.readys[i] = r
@@ -996,13 +1020,14 @@ func (e *Engine) onRefuse(now int64, m *Received, r *protocol.Refuse, out *Outpu
 		return fmt.Errorf("negotiate: refuse from %s: for another agreement of session %s", m.From.Short(), s.id)
 	}
 	if s.final == StateCommitted {
-		e.event(out, s, EvViolation, Event{From: m.From, Reason: "party refused a session it had signed"})
+		it, ok := frameItem(m.Raw)
+		e.equivocation(out, s, s.indexOf(m.From), "party refused a session it had signed", heldAnd(s, s.indexOf(m.From), it, ok)...)
 		return nil
 	}
 	if s.final != "" {
 		return nil
 	}
-	if err := e.voidRefusal(s, m.From, out); err != nil {
+	if err := e.voidRefusal(s, m.From, m.Raw, out); err != nil {
 		return fmt.Errorf("negotiate: refuse from %s: %w", m.From.Short(), err)
 	}
 	if r.Rejected {
@@ -1020,12 +1045,13 @@ func (e *Engine) onRefuse(now int64, m *Received, r *protocol.Refuse, out *Outpu
 // parties split, one committing with from's signature and one aborting on
 // its word; the two signatures are reported as proof instead. An honest
 // refusal (from a party whose statement is not here) is never void.
-func (e *Engine) voidRefusal(s *session, from sign.AgentID, out *Output) error {
+func (e *Engine) voidRefusal(s *session, from sign.AgentID, refusal []byte, out *Output) error {
 	i := s.indexOf(from)
 	if i < 0 || i == s.selfIdx || s.readys[i] == nil || s.readys[i].AgreementHash != s.ah {
 		return nil
 	}
-	e.event(out, s, EvViolation, Event{From: from, Reason: "party refused an agreement it had signed"})
+	it, ok := frameItem(refusal)
+	e.equivocation(out, s, i, "party refused an agreement it had signed", heldAnd(s, i, it, ok)...)
 	return fmt.Errorf("%s signed this agreement and refused it: the refusal is void", from.Short())
 }
 
@@ -1117,10 +1143,13 @@ func (e *Engine) onAbort(now int64, m *Received, a *protocol.Abort, out *Output)
 		return fmt.Errorf("negotiate: abort from %s: certificate for another agreement", m.From.Short())
 	}
 	if s.final == StateCommitted {
-		e.event(out, s, EvViolation, Event{From: from, Reason: "abort certificate for a committed session"})
+		if i := s.indexOf(from); i >= 0 {
+			it, ok := frameItem(a.Certificate)
+			e.equivocation(out, s, i, "abort certificate for a committed session", heldAnd(s, i, it, ok)...)
+		}
 		return nil
 	}
-	if err := e.voidRefusal(s, from, out); err != nil {
+	if err := e.voidRefusal(s, from, a.Certificate, out); err != nil {
 		return fmt.Errorf("negotiate: abort from %s: %w", m.From.Short(), err)
 	}
 	st := StateAborted

@@ -192,7 +192,10 @@ func DHTOptions(now func() time.Time) []dht.Option {
 	return []dht.Option{
 		dht.ProtocolPrefix(protocol.DHTPrefix),
 		dht.Mode(dht.ModeServer),
-		dht.Validator(record.NamespacedValidator{AgentRecordNamespace: AgentRecordValidator{Now: now}}),
+		dht.Validator(record.NamespacedValidator{
+			AgentRecordNamespace:      AgentRecordValidator{Now: now},
+			protocol.WarrantNamespace: WarrantValidator{},
+		}),
 	}
 }
 
