@@ -328,11 +328,11 @@ type sim struct {
 	checker                    *recordChecker
 	// real is set for a real run: the engines live in real nodes and
 	// realOutcomes reports their outcomes.
-	real            bool
-	realOutcomes    func(*simNode, *simSession) PartyOutcome
+	real         bool
+	realOutcomes func(*simNode, *simSession) PartyOutcome
 	// findWarrant, in a real run, looks a warrant against the party up in
 	// the DHT from another party's node.
-	findWarrant func(*simNode) error
+	findWarrant     func(*simNode) error
 	notes           []string
 	expect          []Line
 	persistFailures []string
