@@ -203,6 +203,11 @@ func StartNode(ctx context.Context, cfg NodeConfig) (*Node, error) {
 	hk.Inject = n.inject
 	h.SetSessionHandler(n.onEnvelope)
 	h.SetRecordsHandler(n.answerRecords)
+	var stored [][]byte
+	for _, w := range ws.list("") {
+		stored = append(stored, w.Raw)
+	}
+	n.publishWarrants(stored...)
 	n.step(engine.Input{Resume: true})
 	return n, nil
 }

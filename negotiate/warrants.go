@@ -234,13 +234,26 @@ func (n *Node) takeWarrant(raw []byte) {
 		n.log.Error("warrant not stored", "agent", w.Agent.Short(), "err", err)
 	}
 	n.log.Warn("warrant for equivocation", "agent", w.Agent, "proves", w.Proves, "hash", w.Hash)
+	n.publishWarrants(raw)
+}
+
+// publishWarrants puts warrants into the DHT in the background (a goroutine
+// the node owns): one just taken, or at start every one stored here, since
+// DHT records expire and the node that holds the evidence keeps it alive.
+func (n *Node) publishWarrants(raws ...[]byte) {
+	if len(raws) == 0 {
+		return
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		ctx, cancel := context.WithTimeout(n.ctx, sendTimeout)
-		defer cancel()
-		if err := n.host.PublishWarrant(ctx, raw); err != nil && n.ctx.Err() == nil {
-			n.log.Warn("publish warrant", "agent", w.Agent.Short(), "err", err)
+		for _, raw := range raws {
+			ctx, cancel := context.WithTimeout(n.ctx, sendTimeout)
+			err := n.host.PublishWarrant(ctx, raw)
+			cancel()
+			if err != nil && n.ctx.Err() == nil {
+				n.log.Warn("publish warrant", "err", err)
+			}
 		}
 	}()
 }

@@ -94,6 +94,7 @@ func nodeCommand() *cli.Command {
 			&cli.StringFlag{Name: "policy", Usage: "decide proposals unattended with the policy in `FILE` (YAML or JSON, see docs/policy.md)"},
 			&cli.StringFlag{Name: "ui", Usage: "serve the web dashboard on `ADDR` (host:port, loopback unless --ui-allow-remote; e.g. 127.0.0.1:7070); prints its login URL"},
 			&cli.BoolFlag{Name: "ui-allow-remote", Usage: "let --ui listen on a non-loopback address (anyone who can reach it still needs the token)"},
+			&cli.BoolFlag{Name: "allow-warranted", Usage: "take and make sessions with agents that have a warrant for equivocation against them (refused by default)"},
 			&cli.DurationFlag{Name: "keep-ended", Value: negotiate.DefaultEndedRetention, Usage: "keep an ended session in memory this `LONG` after it ended and its deadline passed; then only its checkpoint on disk answers for it (0: keep every session in memory)"},
 		),
 		Action: runNode,
@@ -194,6 +195,8 @@ func runNode(c *cli.Context) error {
 		Logger:         log,
 		EndedRetention: keepEnded,
 		OnEvent:        func(ev negotiate.Event) { events.Publish(controlEvent(ev)) },
+		WarrantDir:     filepath.Join(h.dir, warrantsDirName),
+		AllowWarranted: c.Bool("allow-warranted"),
 	})
 	if err != nil {
 		return fmt.Errorf("start node: %w", err)

@@ -738,8 +738,14 @@ func receiptCommand() *cli.Command {
 
 // verifyView is the --json output of `verify`.
 type verifyView struct {
-	OK         bool           `json:"ok"`
-	Error      string         `json:"error,omitempty"`
+	OK    bool   `json:"ok"`
+	Kind  string `json:"kind"` // "receipt" or "warrant"
+	Error string `json:"error,omitempty"`
+	// a warrant: against whom, what it proves, its hash
+	Agent       sign.AgentID `json:"agent,omitempty"`
+	Proves      string       `json:"proves,omitempty"`
+	WarrantHash string       `json:"warrant_hash,omitempty"`
+	// a receipt
 	Session    string         `json:"session,omitempty"`
 	RecordHash string         `json:"record_hash,omitempty"`
 	Parties    []sign.AgentID `json:"parties,omitempty"`
@@ -751,7 +757,7 @@ type verifyView struct {
 func verifyCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "verify",
-		Usage:     "verify a receipt file offline: every signature and agent ID (no node, no network)",
+		Usage:     "verify a receipt or a warrant file offline: every signature and agent ID (no node, no network); the kind is detected",
 		ArgsUsage: "FILE",
 		Flags:     withJSON(),
 		Action: func(c *cli.Context) error {
@@ -773,6 +779,10 @@ func verifyCommand() *cli.Command {
 				return verr
 			}
 			w := c.App.Writer
+			if v.Kind == "warrant" {
+				fmt.Fprintf(w, "warrant is valid\nagent    %s\nproves   %s\nhash     %s\n", v.Agent, v.Proves, v.WarrantHash)
+				return nil
+			}
 			terms, _ := json.Marshal(v.Terms)
 			fmt.Fprintf(w, "receipt is valid\nsession  %s\nrecord   %s\nround    %d\nterms    %s\nparties:\n", v.Session, v.RecordHash, v.Round, terms)
 			for _, p := range v.Parties {
@@ -792,9 +802,13 @@ func verifyReceiptFile(path string) (verifyView, error) {
 		return verifyView{Error: err.Error()}, fmt.Errorf("verify: %w", err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxReceiptFileBytes+1))
+	limit := max(maxReceiptFileBytes, protocol.MaxWarrantBytes)
+	data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
 		return verifyView{Error: err.Error()}, fmt.Errorf("verify: read %s: %w", path, err)
+	}
+	if fileKind(data) == "warrant" {
+		return verifyWarrant(path, data)
 	}
 	if len(data) > maxReceiptFileBytes {
 		err := fmt.Errorf("verify: %s is over %d bytes: not a receipt", path, maxReceiptFileBytes)
@@ -809,7 +823,7 @@ func verifyReceiptFile(path string) (verifyView, error) {
 		return verifyView{Error: err.Error()}, err
 	}
 	a := rec.Agreement
-	v := verifyView{OK: true, Session: a.Session, RecordHash: engine.RecordHash(rec).String(), Terms: termsJSON(a.Terms), Round: a.Round}
+	v := verifyView{OK: true, Kind: "receipt", Session: a.Session, RecordHash: engine.RecordHash(rec).String(), Terms: termsJSON(a.Terms), Round: a.Round}
 	for _, p := range a.Parties {
 		v.Parties = append(v.Parties, p.ID)
 	}

@@ -182,10 +182,11 @@ type hostCachedRecord struct {
 	fetched time.Time
 }
 
-// DHTOptions are the options a Kademlia DHT needs to carry agent records:
-// the /negotiate protocol prefix (a DHT of its own, apart from the public
-// IPFS one), server mode, and the agent record validator for the
-// AgentRecordNamespace. now is the clock for record expiry (nil:
+// DHTOptions are the options a Kademlia DHT needs to carry agent records
+// and warrants: the /negotiate protocol prefix (a DHT of its own, apart
+// from the public IPFS one), server mode, the agent record validator for
+// the AgentRecordNamespace and the WarrantValidator for
+// protocol.WarrantNamespace. now is the clock for record expiry (nil:
 // time.Now). An application that hands its own DHT to the Host
 // (Config.DHT) builds it with these.
 func DHTOptions(now func() time.Time) []dht.Option {
