@@ -132,6 +132,7 @@ type Node struct {
 	rb *rollbackState
 
 	warrants *warrantStore // has its own lock; taken after mu, never before
+	refused  engineRefusals
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -614,6 +615,7 @@ func (n *Node) onEnvelope(env *protocol.Envelope) {
 		From: env.Msg.From, Type: env.Msg.Type, Session: env.Msg.Session, Body: env.Body, Raw: env.Raw,
 	}})
 	if err != nil && !errors.Is(err, ErrNodeStopped) {
+		n.refused.add(err)
 		n.log.Debug("session message refused", "from", env.Msg.From.Short(), "type", env.Msg.Type, "err", err)
 	}
 }

@@ -414,7 +414,7 @@ func (a *Abort) Validate() error {
 }
 
 // Validate checks a Query body (any agreement hash, zero when unknown).
-func (q *Query) Validate() error { return nil }
+func (q *Query) Validate() error { return validateHash("query agreement_hash", q.AgreementHash) }
 
 // Validate checks a Status body.
 func (s *Status) Validate() error {

@@ -1163,6 +1163,11 @@ func (e *Engine) onAbort(now int64, m *Received, a *protocol.Abort, out *Output)
 // ---- resolution ----
 
 func (e *Engine) onQuery(now int64, m *Received, q *protocol.Query, out *Output) error {
+	if q.AgreementHash == (chain.Hash{}) {
+		// Names no agreement: there is nothing to refuse (and a refusal
+		// must name one).
+		return fmt.Errorf("negotiate: query from %s: no agreement hash", m.From.Short())
+	}
 	s := e.sessions[m.Session]
 	if s == nil {
 		if !validSessionID(m.Session) {

@@ -187,7 +187,7 @@ func (h *Host) hostExchange(ctx context.Context, pid peer.ID, frame []byte) (*pr
 func (h *Host) hostHandleDirect(s network.Stream) {
 	remote := s.Conn().RemotePeer()
 	if !h.lim.acquireStream(remote, true, time.Now()) {
-		h.stats.streamsDenied.Add(1)
+		h.hostDenyStream()
 		h.log.Debug("too many direct streams", "peer", remote.String())
 		s.Reset()
 		return
@@ -199,7 +199,7 @@ func (h *Host) hostHandleDirect(s network.Stream) {
 		return
 	}
 	if err := s.Scope().ReserveMemory(protocol.MaxFrameBytes, network.ReservationPriorityAlways); err != nil {
-		h.stats.streamsDenied.Add(1)
+		h.hostDenyStream()
 		h.log.Debug("direct stream: reserve memory", "peer", remote.String(), "err", err)
 		s.Reset()
 		return
@@ -209,12 +209,12 @@ func (h *Host) hostHandleDirect(s network.Stream) {
 
 	frame, err := protocol.ReadFrame(s, protocol.MaxFrameBytes)
 	if err != nil {
-		h.hostRefuse(remote, protocol.ProtocolMsg, fmt.Errorf("framing: %w", err))
+		h.hostRefuseFraming(remote, protocol.ProtocolMsg, err)
 		s.Reset()
 		return
 	}
 	if !h.lim.allowFrame(remote, time.Now()) {
-		h.stats.rateLimited.Add(1)
+		h.hostRateLimited()
 		h.log.Debug("direct frame over rate limit", "peer", remote.String())
 		s.Reset()
 		return

@@ -190,6 +190,7 @@ type hostCounters struct {
 	rateLimited   atomic.Uint64
 	streamsDenied atomic.Uint64
 	lastRefusal   atomic.Pointer[string]
+	refusedBy     *refusalCounters // every refusal above, by reason
 }
 
 // Stats counts what the host did since it started.
@@ -211,6 +212,9 @@ type Stats struct {
 	StreamsDenied uint64 `json:"streams_denied"`
 	// LastRefusal is the error of the last refused frame ("" if none).
 	LastRefusal string `json:"last_refusal,omitempty"`
+	// RefusedBy counts every refused frame and denied stream by reason
+	// (RefusalReasons): Refused, RateLimited and StreamsDenied together.
+	RefusedBy map[string]uint64 `json:"refused_by"`
 }
 
 // PeerInfo is one connected peer.
@@ -261,6 +265,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	h := &Host{
 		key:       cfg.Key,
 		self:      cfg.Key.AgentID(),
+		stats:     hostCounters{refusedBy: newRefusalCounters()},
 		h:         lh,
 		log:       logger.With("agent", cfg.Key.AgentID().Short()),
 		now:       now,
@@ -450,6 +455,7 @@ func (h *Host) Stats() Stats {
 		Refused:       h.stats.refused.Load(),
 		RateLimited:   h.stats.rateLimited.Load(),
 		StreamsDenied: h.stats.streamsDenied.Load(),
+		RefusedBy:     h.stats.refusedBy.snapshot(),
 	}
 	if p := h.stats.lastRefusal.Load(); p != nil {
 		s.LastRefusal = *p
@@ -520,9 +526,36 @@ func (h *Host) hostCtx(ctx context.Context, def time.Duration) (context.Context,
 	return ctx, func() { stop(); cancel() }
 }
 
+// hostDenyStream counts an inbound stream reset for a limit.
+func (h *Host) hostDenyStream() {
+	h.stats.streamsDenied.Add(1)
+	h.stats.refusedBy.add(RefusedStreams)
+}
+
+// hostRateLimited counts an inbound frame dropped over the rate limit.
+func (h *Host) hostRateLimited() {
+	h.stats.rateLimited.Add(1)
+	h.stats.refusedBy.add(RefusedRateLimited)
+}
+
+// hostRefuseFraming counts a frame that could not be read: truncated,
+// too large, or a broken header.
+func (h *Host) hostRefuseFraming(remote peer.ID, proto string, err error) {
+	reason := RefusalReason(err)
+	if reason == RefusedMalformed {
+		reason = RefusedFraming
+	}
+	h.stats.refused.Add(1)
+	h.stats.refusedBy.add(reason)
+	msg := "framing: " + err.Error()
+	h.stats.lastRefusal.Store(&msg)
+	h.log.Debug("refused inbound frame", "peer", remote.String(), "protocol", proto, "err", msg)
+}
+
 // hostRefuse counts and logs a refused inbound frame.
 func (h *Host) hostRefuse(remote peer.ID, proto string, err error) {
 	h.stats.refused.Add(1)
+	h.stats.refusedBy.add(RefusalReason(err))
 	msg := err.Error()
 	h.stats.lastRefusal.Store(&msg)
 	h.log.Debug("refused inbound frame", "peer", remote.String(), "protocol", proto, "err", err)
@@ -632,7 +665,7 @@ func (h *Host) hostPruneOutLocked() {
 func (h *Host) hostHandleSession(s network.Stream) {
 	remote := s.Conn().RemotePeer()
 	if !h.lim.acquireStream(remote, false, time.Now()) {
-		h.stats.streamsDenied.Add(1)
+		h.hostDenyStream()
 		h.log.Debug("too many session streams", "peer", remote.String())
 		s.Reset()
 		return
@@ -644,7 +677,7 @@ func (h *Host) hostHandleSession(s network.Stream) {
 		return
 	}
 	if err := s.Scope().ReserveMemory(protocol.MaxFrameBytes, network.ReservationPriorityAlways); err != nil {
-		h.stats.streamsDenied.Add(1)
+		h.hostDenyStream()
 		h.log.Debug("session stream: reserve memory", "peer", remote.String(), "err", err)
 		s.Reset()
 		return
@@ -659,7 +692,7 @@ func (h *Host) hostHandleSession(s network.Stream) {
 				return
 			}
 			if errors.Is(err, protocol.ErrMalformed) || errors.Is(err, protocol.ErrTooLarge) {
-				h.hostRefuse(remote, protocol.ProtocolSession, fmt.Errorf("framing: %w", err))
+				h.hostRefuseFraming(remote, protocol.ProtocolSession, err)
 			} else {
 				h.log.Debug("session stream closed", "peer", remote.String(), "err", err)
 			}
@@ -667,7 +700,7 @@ func (h *Host) hostHandleSession(s network.Stream) {
 			return
 		}
 		if !h.lim.allowFrame(remote, time.Now()) {
-			h.stats.rateLimited.Add(1)
+			h.hostRateLimited()
 			h.log.Debug("session frame over rate limit dropped", "peer", remote.String())
 			continue
 		}
