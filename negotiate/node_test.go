@@ -34,7 +34,7 @@ type nodeTestAgent struct {
 }
 
 // nodeTestStart starts a node for name with a real chain file in dir.
-func nodeTestStart(t *testing.T, dir, name string, policy Policy, boot *nodeTestAgent) *nodeTestAgent {
+func nodeTestStart(t testing.TB, dir, name string, policy Policy, boot *nodeTestAgent) *nodeTestAgent {
 	t.Helper()
 	key := hostTestKey(t, "node/"+name)
 	path := filepath.Join(dir, name+".db")
@@ -47,7 +47,7 @@ func nodeTestStart(t *testing.T, dir, name string, policy Policy, boot *nodeTest
 	return a
 }
 
-func (a *nodeTestAgent) startNode(t *testing.T, policy Policy, boot *nodeTestAgent) {
+func (a *nodeTestAgent) startNode(t testing.TB, policy Policy, boot *nodeTestAgent) {
 	t.Helper()
 	var bs []string
 	if boot != nil {
@@ -71,14 +71,14 @@ func (a *nodeTestAgent) startNode(t *testing.T, policy Policy, boot *nodeTestAge
 	t.Cleanup(func() { n.Close(); a.ch.Close() })
 }
 
-func nodeTestNetwork(t *testing.T, n int, policy Policy) []*nodeTestAgent {
+func nodeTestNetwork(t testing.TB, n int, policy Policy) []*nodeTestAgent {
 	t.Helper()
 	return nodeTestNetworkWith(t, n, nil, policy)
 }
 
 // nodeTestNetworkWith starts n nodes: the first (the initiator in tests)
 // with initPolicy, the others with policy.
-func nodeTestNetworkWith(t *testing.T, n int, initPolicy, policy Policy) []*nodeTestAgent {
+func nodeTestNetworkWith(t testing.TB, n int, initPolicy, policy Policy) []*nodeTestAgent {
 	t.Helper()
 	dir := t.TempDir()
 	var agents []*nodeTestAgent

@@ -702,6 +702,16 @@ func (h *Host) hostHandleSession(s network.Stream) {
 		if !h.lim.allowFrame(remote, time.Now()) {
 			h.hostRateLimited()
 			h.log.Debug("session frame over rate limit dropped", "peer", remote.String())
+			// Backpressure: read nothing more of this stream until the
+			// peer's bucket refills, so a flood costs its sender the wait
+			// (its writes block on the stream's flow control) instead of
+			// costing us the reading and decrypting of frames we drop.
+			select {
+			case <-time.After(h.lim.backoff(remote)):
+			case <-h.ctx.Done():
+				s.Reset()
+				return
+			}
 			continue
 		}
 		env, err := h.hostOpenInbound(frame, remote)

@@ -287,3 +287,16 @@ func (l *hostLimiter) allowFrame(p peer.ID, now time.Time) bool {
 	st.tokens--
 	return true
 }
+
+// backoff is how long p's streams should wait before reading another
+// frame: until its bucket holds a token again (at least a millisecond).
+func (l *hostLimiter) backoff(p peer.ID) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st, ok := l.peers[p]
+	if !ok || st.tokens >= 1 {
+		return time.Millisecond
+	}
+	d := time.Duration((1 - st.tokens) / l.rate * float64(time.Second))
+	return max(d, time.Millisecond)
+}
