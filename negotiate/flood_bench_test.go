@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
 )
@@ -21,8 +22,8 @@ const floodBenchSessions = 60
 // BenchmarkFloodSessionLatency measures, in one run, the latency of
 // 2-party sessions between an honest peer (bob) and a node (alice): first
 // quiet, then while a hostile peer floods alice with valid proposals on
-// one stream as fast as it can write and a second hostile peer keeps
-// opening session streams. It reports both p50s, their ratio (the target
+// as many streams as the node takes from one peer, as fast as it can
+// write, and a second hostile peer keeps opening session streams. It reports both p50s, their ratio (the target
 // is at most 2) and alice's heap after the flood. Run it once:
 //
 //	go test ./negotiate -run '^$' -bench FloodSessionLatency -benchtime 1x
@@ -75,43 +76,12 @@ func floodBenchOnce(b *testing.B) {
 	for range cap(frames) {
 		frames = append(frames, frameOf(flooder.propose(protocol.NewSessionID())))
 	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		i := 0
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			s, err := flooder.host.Libp2p().NewStream(ctx, flooder.pid, protocol.ProtocolSession)
-			cancel()
-			if err != nil {
-				time.Sleep(10 * time.Millisecond)
-				continue
-			}
-			s.SetWriteDeadline(time.Now().Add(5 * time.Second))
-			for i < len(frames) {
-				if _, err := s.Write(frames[i]); err != nil {
-					break
-				}
-				i++
-				sent.Add(1)
-				select {
-				case <-stop:
-					s.Reset()
-					return
-				default:
-				}
-			}
-			s.Reset()
-			if i >= len(frames) {
-				i = 0 // the nonces repeat now: replays, refused after verification
-			}
-		}
-	}()
+	// As many proposal streams as the node takes from one peer.
+	per := len(frames) / transport.MaxInboundStreamsPerPeer
+	for k := range transport.MaxInboundStreamsPerPeer {
+		wg.Add(1)
+		go floodProposals(flooder, frames[k*per:(k+1)*per], stop, &wg, &sent)
+	}
 	for range 4 {
 		wg.Add(1)
 		go func() {
@@ -170,4 +140,43 @@ func pct(ds []time.Duration, p int) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[(len(s)-1)*p/100]
+}
+
+// floodProposals writes frames to the node on one session stream after
+// another, as fast as the node reads them, until stop.
+func floodProposals(flooder *hostilePeer, frames [][]byte, stop chan struct{}, wg *sync.WaitGroup, sent *atomic.Int64) {
+	defer wg.Done()
+	i := 0
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s, err := flooder.host.Libp2p().NewStream(ctx, flooder.pid, protocol.ProtocolSession)
+		cancel()
+		if err != nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		s.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		for i < len(frames) {
+			if _, err := s.Write(frames[i]); err != nil {
+				break
+			}
+			i++
+			sent.Add(1)
+			select {
+			case <-stop:
+				s.Reset()
+				return
+			default:
+			}
+		}
+		s.Reset()
+		if i >= len(frames) {
+			i = 0 // the nonces repeat now: replays, refused after verification
+		}
+	}
 }
