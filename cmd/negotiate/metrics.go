@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/negotiate-dev/negotiate/chain"
 
@@ -13,7 +14,10 @@ import (
 type metricsSource interface {
 	messagesIn() uint64
 	messagesOut() uint64
-	messagesRefused() uint64
+	refusals() map[string]uint64 // by reason (Node.Refusals)
+	lockAge() (time.Duration, bool)
+	sessionsWaitingOnPeer() int
+	warrantCount() int
 	peerCount() int
 	sessionCount() int
 	chainLength() uint64
@@ -22,8 +26,13 @@ type metricsSource interface {
 
 // newMetricsHandler serves the node's counters in the Prometheus text
 // format. Values are read at scrape time, so there is nothing to update.
-func newMetricsHandler(src metricsSource) http.Handler {
+// sm, if set, adds the session series it collects from the node's events.
+func newMetricsHandler(src metricsSource, sm *sessionMetrics) http.Handler {
 	reg := prometheus.NewRegistry()
+	if sm != nil {
+		reg.MustRegister(sm.collectors()...)
+	}
+	reg.MustRegister(refusalCollector{src})
 	reg.MustRegister( // fixed, distinct names: cannot collide
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "negotiate_messages_in_total", Help: "Inbound frames (session and direct) accepted.",
@@ -31,9 +40,26 @@ func newMetricsHandler(src metricsSource) http.Handler {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "negotiate_messages_out_total", Help: "Frames sent.",
 		}, func() float64 { return float64(src.messagesOut()) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "negotiate_messages_refused_total", Help: "Inbound frames refused (malformed, badly signed, expired, replayed, rate-limited).",
-		}, func() float64 { return float64(src.messagesRefused()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "negotiate_chain_locked", Help: "1 while this agent's chain is locked by a session (it signed and waits for a certificate), else 0.",
+		}, func() float64 {
+			if _, ok := src.lockAge(); ok {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "negotiate_chain_lock_age_seconds", Help: "How long the chain lock has been held (0 when free); alert when it grows past the sessions' deadlines.",
+		}, func() float64 {
+			age, _ := src.lockAge()
+			return age.Seconds()
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "negotiate_sessions_waiting_on_peer", Help: "Open sessions waiting on another agent (its answer, its signature or a certificate).",
+		}, func() float64 { return float64(src.sessionsWaitingOnPeer()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "negotiate_warrants", Help: "Warrants (evidence of equivocation) this node holds.",
+		}, func() float64 { return float64(src.warrantCount()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "negotiate_peers", Help: "Connected libp2p peers.",
 		}, func() float64 { return float64(src.peerCount()) }),
@@ -56,4 +82,21 @@ func newMetricsHandler(src metricsSource) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux
+}
+
+// refusalDesc is negotiate_messages_refused_total{reason}.
+var refusalDesc = prometheus.NewDesc("negotiate_messages_refused_total",
+	"Inbound messages refused, by reason: the transport's (framing, too_large, truncated, malformed, bad_signature, wrong_recipient, expired, replay, peer_mismatch, rate_limited, streams) and the engine's (unknown_session, warranted, protocol).",
+	[]string{"reason"}, nil)
+
+// refusalCollector reads the refusal counters at scrape time; the set of
+// reasons is fixed, so every one is always exported.
+type refusalCollector struct{ src metricsSource }
+
+func (refusalCollector) Describe(ch chan<- *prometheus.Desc) { ch <- refusalDesc }
+
+func (c refusalCollector) Collect(ch chan<- prometheus.Metric) {
+	for reason, n := range c.src.refusals() {
+		ch <- prometheus.MustNewConstMetric(refusalDesc, prometheus.CounterValue, float64(n), reason)
+	}
 }

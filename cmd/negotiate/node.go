@@ -181,6 +181,7 @@ func runNode(c *cli.Context) error {
 		ctx = hooks.With(ctx, &hooks.Hooks{Crash: crashHook})
 	}
 	events := control.NewEventHub()
+	sm := newSessionMetrics()
 	node, err := negotiate.StartNode(ctx, negotiate.NodeConfig{
 		Key:   key,
 		Chain: ch,
@@ -194,7 +195,10 @@ func runNode(c *cli.Context) error {
 		Policy:         decider,
 		Logger:         log,
 		EndedRetention: keepEnded,
-		OnEvent:        func(ev negotiate.Event) { events.Publish(controlEvent(ev)) },
+		OnEvent: func(ev negotiate.Event) {
+			sm.onEvent(ev)
+			events.Publish(controlEvent(ev))
+		},
 		WarrantDir:     filepath.Join(h.dir, warrantsDirName),
 		AllowWarranted: c.Bool("allow-warranted"),
 	})
@@ -242,7 +246,7 @@ func runNode(c *cli.Context) error {
 			<-srvDone
 			return usageErr("--metrics %q: %v", addr, err)
 		}
-		ms := &http.Server{Handler: newMetricsHandler(d), ReadHeaderTimeout: metricsReadHeaderTimeout}
+		ms := &http.Server{Handler: newMetricsHandler(d, sm), ReadHeaderTimeout: metricsReadHeaderTimeout}
 		go ms.Serve(mln)
 		defer ms.Close()
 		metricsURL = "http://" + mln.Addr().String() + "/metrics"
@@ -408,9 +412,35 @@ func (d *daemon) Inbox(ctx context.Context) ([]control.InboxMessage, error) {
 }
 
 // The metricsSource methods.
-func (d *daemon) messagesIn() uint64            { return d.host.Stats().FramesIn }
-func (d *daemon) messagesOut() uint64           { return d.host.Stats().FramesOut }
-func (d *daemon) messagesRefused() uint64       { s := d.host.Stats(); return s.Refused + s.RateLimited }
+func (d *daemon) messagesIn() uint64          { return d.host.Stats().FramesIn }
+func (d *daemon) messagesOut() uint64         { return d.host.Stats().FramesOut }
+func (d *daemon) refusals() map[string]uint64 { return d.node.Refusals() }
+func (d *daemon) warrantCount() int {
+	ws, _ := d.node.Warrants(context.Background(), "", false)
+	return len(ws)
+}
+
+func (d *daemon) lockAge() (time.Duration, bool) {
+	l, ok := d.chain.Lock()
+	if !ok {
+		return 0, false
+	}
+	return max(time.Since(time.UnixMilli(l.Since)), 0), true
+}
+
+// sessionsWaitingOnPeer counts open sessions that wait on another agent.
+func (d *daemon) sessionsWaitingOnPeer() int {
+	self, n := d.key.AgentID(), 0
+	for _, s := range d.node.Sessions(false) {
+		for _, w := range s.WaitingOn {
+			if w != self {
+				n++
+				break
+			}
+		}
+	}
+	return n
+}
 func (d *daemon) peerCount() int                { return len(d.host.Peers()) }
 func (d *daemon) sessionCount() int             { return sessionCount(d) }
 func (d *daemon) chainLength() uint64           { return d.chain.Length() }
