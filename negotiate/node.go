@@ -705,9 +705,23 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms any, opts
 			witness = &protocol.Party{ID: info.AgentID, Scheme: info.Scheme, Key: info.PublicKey}
 		}()
 	}
+	// Warrants against the parties are looked up alongside, briefly: the
+	// DHT is advisory (a lookup that fails finds nothing), local warrants
+	// are always checked.
+	var warranted error
+	wctx, wcancel := context.WithTimeout(rctx, min(warrantLookupTimeout, opts.Timeout/4))
+	defer wcancel()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		warranted = n.checkWarranted(wctx, with)
+	}()
 	wg.Wait()
 	if err := errors.Join(append(errs, werr)...); err != nil {
 		return nil, err
+	}
+	if warranted != nil {
+		return nil, warranted
 	}
 	if opts.Offer {
 		// An offer is signed at once: learn first whether a counterparty
@@ -716,9 +730,6 @@ func (n *Node) Propose(ctx context.Context, with []sign.AgentID, terms any, opts
 		if err := n.behind(); err != nil {
 			return nil, err
 		}
-	}
-	if err := n.checkWarranted(rctx, with); err != nil {
-		return nil, err
 	}
 	id := protocol.NewSessionID()
 	deadline := start.Add(opts.Timeout).UnixMilli()

@@ -29,6 +29,10 @@ const (
 	// warrantLookupTTL is how long a DHT lookup that found no warrant
 	// against an agent stands before a proposal to it asks again.
 	warrantLookupTTL = 5 * time.Minute
+	// warrantLookupTimeout bounds the DHT lookup of warrants a proposal
+	// makes (at most a quarter of its timeout): a slow DHT must not eat
+	// the session's time.
+	warrantLookupTimeout = 2 * time.Second
 )
 
 // Warrant is a verified warrant: evidence that Agent equivocated.
@@ -320,6 +324,8 @@ func (n *Node) checkWarranted(ctx context.Context, with []sign.AgentID) error {
 				mu.Unlock()
 			} else if err == nil {
 				n.warrants.looked(id, time.Now())
+			} else {
+				n.log.Debug("warrant lookup failed; proposing on local warrants only", "agent", id.Short(), "err", err)
 			}
 		}()
 	}
