@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/internal/hooks"
 	"github.com/negotiate-dev/negotiate/negotiate/transport"
 	"github.com/negotiate-dev/negotiate/protocol"
 	"github.com/negotiate-dev/negotiate/sign"
@@ -79,7 +81,7 @@ func (m *hostilePeer) propose(session string) []byte {
 	target := protocol.Party{ID: m.target.key.AgentID(), Scheme: m.target.key.Scheme().Name(), Key: m.target.key.Public().Bytes()}
 	return m.seal(nil, protocol.TypePropose, session, m.target.key.AgentID(), &protocol.Propose{
 		Round: 1, Parties: []protocol.Party{m.party(), target}, Terms: terms,
-		Deadline: time.Now().Add(20 * time.Second).UnixMilli(), MaxRounds: 8,
+		Deadline: time.Now().Add(2 * time.Minute).UnixMilli(), MaxRounds: 8,
 	})
 }
 
@@ -266,8 +268,22 @@ func flipLast(b []byte) []byte {
 // the node holds at most the per-peer session limit, and no chain or lock
 // changes but the honest session's record.
 func TestHostilePeerFloods(t *testing.T) {
-	agents := nodeTestNetworkWith(t, 2, AcceptAll, AcceptAll)
-	alice, bob := agents[0], agents[1]
+	// alice's frame rate limit is lowered so that the flood exceeds it
+	// however slowly this machine (or the race detector) seals and reads.
+	dir := t.TempDir()
+	alice := &nodeTestAgent{name: "alice", key: hostTestKey(t, "flood/alice"), path: filepath.Join(dir, "alice.db")}
+	ch, err := chain.Create(alice.path, alice.key, time.Now().UnixMilli())
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice.ch = ch
+	alice.configure = func(cfg *NodeConfig, _ *hooks.Hooks) {
+		cfg.Host.PeerFramesPerSecond, cfg.Host.PeerFrameBurst = 20, 10
+	}
+	alice.startNode(t, AcceptAll, nil)
+	bob := nodeTestStart(t, dir, "bob", AcceptAll, alice)
+	hostTestResolve(t, alice.node.Host(), bob.key.AgentID())
+	hostTestResolve(t, bob.node.Host(), alice.key.AgentID())
 	m := newHostilePeer(t, "flooder", alice)
 	streamer := newHostilePeer(t, "streamer", alice) // its own peer, so its streams do not cut the flooder's connection
 	before := alice.node.Refusals()
