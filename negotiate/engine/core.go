@@ -46,6 +46,10 @@ type Engine struct {
 	cfg      CoreConfig
 	// lastEvict is when ended sessions were last dropped (CoreConfig.Checkpoint).
 	lastEvict int64
+	// heads are the chain heads other agents were seen signing at (in
+	// memory, bounded): a second statement at one seq with another hash
+	// is a forked chain, across sessions too (warrant.go).
+	heads map[sign.AgentID]*signedHeads
 }
 
 // CoreConfig configures an Engine. Zero values get the documented defaults.

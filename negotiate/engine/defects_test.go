@@ -2,9 +2,12 @@ package engine
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
+	"github.com/negotiate-dev/negotiate/chain"
 	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
 )
 
 // TestCoreAbortCertificateNotSentBackToRefuser: when a participant refuses
@@ -82,5 +85,56 @@ func TestCoreEarlyRefusalBySignerIsVoid(t *testing.T) {
 	}
 	if violations == 0 {
 		t.Fatal("b did not report a's refusal of an agreement it had signed")
+	}
+}
+
+// TestCoreForkAcrossSessionsIsWarranted: b signs session 1 at its genesis
+// head; in session 2 a statement of b's at seq 0 with another hash (a
+// forked chain) reaches a. a reports the violation with a warrant that
+// verifies and convicts b of a forked chain, and does not take the forged
+// statement.
+func TestCoreForkAcrossSessionsIsWarranted(t *testing.T) {
+	n := newCoreNet(t, "a", "b")
+	a, b := n.nodes[0], n.nodes[1]
+	b.policy = acceptAll
+	id1 := n.propose(a, []*coreNode{b}, terms(t, map[string]any{"deal": 1}), 0)
+	n.run(60_000)
+	n.checkInvariants(id1, n.nodes, StateCommitted)
+
+	// Session 2: b's real Ready is lost; a forged one, signed by b at the
+	// genesis seq with another hash, arrives instead.
+	n.drop = func(from, to *coreNode, typ string) bool { return from == b && typ == protocol.TypeReady }
+	id2 := n.propose(a, []*coreNode{b}, terms(t, map[string]any{"deal": 2}), 0)
+	n.run(100)
+	s := a.eng.sessions[id2]
+	if s == nil || s.agreement == nil {
+		t.Fatalf("a has no agreement for session 2: %+v", s)
+	}
+	fork := chain.Head{Seq: 0, Hash: chain.Hash(sign.Hash([]byte("another genesis")))}
+	st, err := protocol.StatementFor(s.agreement, b.key.AgentID(), fork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := protocol.SignStatement(b.key, &st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := n.step(a, Input{Message: &Received{From: b.key.AgentID(), Type: protocol.TypeReady, Session: id2,
+		Body: &protocol.Ready{AgreementHash: s.ah, Head: fork, Signature: sig}}})
+	var warrant []byte
+	for _, ev := range out.Events {
+		if ev.Kind == EvViolation && ev.From == b.key.AgentID() {
+			warrant = ev.Warrant
+		}
+	}
+	if warrant == nil {
+		t.Fatalf("no warranted violation: events %+v", out.Events)
+	}
+	w, what, err := protocol.VerifyWarrant(warrant)
+	if err != nil || w.Agent != b.key.AgentID() || !strings.Contains(what, "forked chain") {
+		t.Fatalf("warrant: %v, %q", err, what)
+	}
+	if out.Err == nil || s.readys[1] != nil || len(out.Persist) != 0 {
+		t.Fatalf("a took the forked statement: err %v, held %+v, %d writes", out.Err, s.readys[1], len(out.Persist))
 	}
 }

@@ -101,6 +101,9 @@ func (e *Engine) onOffer(now int64, m *Received, o *protocol.Offer, out *Output)
 	s.terms, s.termsHash = terms, a.TermsHash
 	s.agreement, s.ah, s.offer, s.agreementFrame = a, ah, true, m.Raw
 	ready := o.Ready
+	if !e.noteHead(out, s, 0, &ready) {
+		return fmt.Errorf("negotiate: offer from %s: it signed another chain head at seq %d before (a forked chain)", m.From.Short(), ready.Head.Seq)
+	}
 	s.readys[0] = &ready
 	s.pending = true
 	e.sessions[s.id] = s

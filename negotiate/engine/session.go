@@ -949,6 +949,9 @@ func (e *Engine) onReady(now int64, m *Received, r *protocol.Ready, out *Output)
 		e.equivocation(out, s, i, "party signed twice with different heads or signatures", heldAnd(s, i, statementItem(s, i, r), have.Head != r.Head)...)
 		return nil
 	}
+	if !e.noteHead(out, s, i, r) {
+		return fmt.Errorf("negotiate: ready from %s: it signed another chain head at seq %d before (a forked chain)", m.From.Short(), r.Head.Seq)
+	}
 	s.readys[i] = r
 	if s.awaitInit && i == 0 && s.final == "" && s.vote == voteNone {
 		// HeadCheck: the initiator's statement was all this agent waited for.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"github.com/negotiate-dev/negotiate/protocol"
+	"github.com/negotiate-dev/negotiate/sign"
 )
 
 // statementItem is party i's held statement of session s as a warrant item.
@@ -55,4 +56,58 @@ func heldAnd(s *session, i int, item protocol.WarrantItem, ok bool) []protocol.W
 		return nil
 	}
 	return []protocol.WarrantItem{statementItem(s, i, s.readys[i]), item}
+}
+
+// Limits of the memory of other agents' signed heads.
+const (
+	// headsPerAgent is how many recent heads of one agent are kept: a fork
+	// shows as two statements at one seq, and an agent signs at its newest
+	// heads, so a short window catches it.
+	headsPerAgent = 8
+	// maxHeadAgents bounds the agents whose heads are kept.
+	maxHeadAgents = 1024
+)
+
+// signedHeads are the statements one agent was seen signing, by head seq,
+// oldest first in order.
+type signedHeads struct {
+	at    map[uint64]protocol.WarrantItem
+	order []uint64
+}
+
+// noteHead remembers party i's verified statement r in session s. If the
+// agent signed another hash at the same seq before, it reports the fork
+// with a warrant (two statements, each verified when it arrived) and
+// returns false: the caller does not take a statement from a forked chain.
+func (e *Engine) noteHead(out *Output, s *session, i int, r *protocol.Ready) bool {
+	id := s.parties[i].ID
+	if i == s.selfIdx || id == e.self.ID {
+		return true
+	}
+	if e.heads == nil {
+		e.heads = make(map[sign.AgentID]*signedHeads)
+	}
+	h := e.heads[id]
+	if h == nil {
+		if len(e.heads) >= maxHeadAgents {
+			clear(e.heads) // forget all rather than grow: detection is best effort
+		}
+		h = &signedHeads{at: make(map[uint64]protocol.WarrantItem, headsPerAgent)}
+		e.heads[id] = h
+	}
+	item := statementItem(s, i, r)
+	if old, ok := h.at[r.Head.Seq]; ok {
+		if old.Statement.Head.Hash != r.Head.Hash {
+			e.equivocation(out, s, i, "party signed two different chain heads at one seq (a forked chain)", old, item)
+			return false
+		}
+		return true
+	}
+	if len(h.order) >= headsPerAgent {
+		delete(h.at, h.order[0])
+		h.order = h.order[1:]
+	}
+	h.at[r.Head.Seq] = item
+	h.order = append(h.order, r.Head.Seq)
+	return true
 }
