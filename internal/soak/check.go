@@ -209,7 +209,12 @@ func CheckHomes(ctx context.Context, bin string, homes []string, expect []Expect
 				rep.violate("session %s committed at its initiator but no chain holds its record", e.Session)
 				continue
 			}
-			for _, party := range e.Parties {
+			named := make(map[string]bool)
+			for _, party := range append(append([]string(nil), e.Parties...), p.parties...) {
+				if named[party] {
+					continue
+				}
+				named[party] = true
 				if known[party] && p.payload[party] == nil {
 					rep.violate("session %s committed at its initiator but party %s's chain lacks the record", e.Session, short(party))
 				}
