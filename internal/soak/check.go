@@ -79,7 +79,7 @@ func (c *CheckReport) WriteText(w io.Writer) {
 		}
 		fmt.Fprintf(w, "chain %s (%s): %d entries, %d records, %s, %s\n", ch.Home, short(ch.Agent), ch.Length, ch.Records, verified, lock)
 	}
-	fmt.Fprintf(w, "records: %d distinct, each checked on all its parties' chains with identical bytes; %d of sessions the harness did not track\n",
+	fmt.Fprintf(w, "records: %d distinct, each checked on all its parties' chains with identical bytes (%d of sessions not in the expected outcomes)\n",
 		c.Records, c.Untracked)
 	fmt.Fprintf(w, "outcomes: %d sessions checked against the chains (committed: record on every party with the reported hash; rejected, aborted, lost: on none)\n",
 		c.Expected)
