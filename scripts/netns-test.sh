@@ -306,10 +306,10 @@ fi
 
 # 3. partition in the middle of a batch
 STATE=partition-batch
-say "3. partition {1,2} | {3,4,5} in the middle of 10 sessions, healed after 10 s"
-run_batch part 10
-sleep 0.$((RANDOM % 5))
+say "3. partition {1,2} | {3,4,5} in the middle of 12 sessions (6 started before it, 6 during it), healed after 10 s"
+run_batch part-a 6
 partition "1 2" "3 4 5"
+run_batch part-b 6
 sleep 10
 flush_faults
 wait_batch part
