@@ -267,28 +267,29 @@ done
 partition "1" "2 3 4 5"
 neg 2 accept "$SID" >/dev/null
 neg 3 accept "$SID" >/dev/null
-for i in 1 2 3; do
-	l="$(lock_of "$i")"
-	[ "$l" = "$SID" ] && ok "node $i signed and holds its chain lock for the session" || violation "node $i: lock $l, want $SID after signing"
-done
+# Node 1 hears nobody, so only a certificate could free it: it must stay
+# locked. Nodes 2 and 3 hear each other: each holds node 1's statement
+# (from the offer) and its own, and may complete the set with the other's
+# (query/status, after its 2 s resolve timer) and commit; what none may do
+# is unlock without a certificate.
+check_signed() {
+	local when=$1 i l st
+	for i in 1 2 3; do
+		l="$(lock_of "$i")"
+		st="$(state_of "$i" "$SID")"
+		if [ "$l" = "$SID" ]; then
+			ok "node $i $when: signed, chain locked by the session"
+		elif [ "$i" != 1 ] && [ "$l" = none ] && [ "$st" = committed ]; then
+			ok "node $i $when: committed with the statements of its side of the partition"
+		else
+			violation "node $i $when: lock $l, state '$st' (want locked by $SID, or committed for nodes 2 and 3)"
+		fi
+	done
+}
+check_signed "after accepting"
 say "   waiting past the 8 s deadline while partitioned"
 sleep 12
-# Node 1 hears nobody, so only a certificate could free it: it must still
-# be locked. Nodes 2 and 3 hear each other: each holds node 1's statement
-# (from the offer) and its own, and may complete the set with the other's
-# (query/status) and commit; what neither may do is unlock without a
-# certificate.
-for i in 1 2 3; do
-	l="$(lock_of "$i")"
-	st="$(state_of "$i" "$SID")"
-	if [ "$l" = "$SID" ]; then
-		ok "node $i still locked past the deadline (no timer unlocks a signed chain)"
-	elif [ "$i" != 1 ] && [ "$l" = none ] && [ "$st" = committed ]; then
-		ok "node $i committed past the deadline with the statements of its side of the partition (no timer unlock)"
-	else
-		violation "node $i past the deadline: lock $l, state '$st' (want locked by $SID, or committed for nodes 2 and 3)"
-	fi
-done
+check_signed "past the deadline (no timer unlocks a signed chain)"
 flush_faults
 say "   healed; waiting for the session to resolve"
 deadline=$((SECONDS + 120))
