@@ -56,19 +56,6 @@ func (c cli) run(ctx context.Context, args ...string) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
-// exitCode is the exit status in err from cli.run, 0 for nil and -1 when
-// the command did not exit normally.
-func exitCode(err error) int {
-	if err == nil {
-		return 0
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode()
-	}
-	return -1
-}
-
 // node is one daemon: its home, its fixed ports (kept across restarts so
 // the other nodes' bootstrap addresses stay valid) and its process.
 type node struct {
