@@ -265,8 +265,9 @@ for i in 2 3; do
 	done
 done
 partition "1" "2 3 4 5"
-neg 2 accept "$SID" >/dev/null
-neg 3 accept "$SID" >/dev/null
+for i in 2 3; do
+	neg "$i" accept "$SID" >/dev/null || violation "node $i could not accept the offer (see the message above)"
+done
 # Node 1 hears nobody, so only a certificate could free it: it must stay
 # locked. Nodes 2 and 3 hear each other: each holds node 1's statement
 # (from the offer) and its own, and may complete the set with the other's
