@@ -392,6 +392,9 @@ func (s *soak) run(ctx context.Context) (*Report, error) {
 		go func() { killErr <- s.killer(runCtx) }()
 	}
 	err := <-killErr
+	if err != nil {
+		stopRun() // a node that will not restart ends the run now
+	}
 	wg.Wait()
 	if err != nil {
 		stopTrack()
