@@ -254,12 +254,17 @@ func (n *Node) step(in engine.Input) error {
 	n.trace(hooks.TraceStep, session, "")
 	out := n.eng.Step(in)
 	n.trace(hooks.TraceStepped, session, "")
+	// Seal a step's messages, trace "queued", then hand them to the
+	// senders: a sender may write a frame the moment it has it, so the
+	// trace point must come first for "queued" to precede "sent".
+	var first []sealedFrame
 	for _, o := range out.SendFirst {
-		n.enqueue(o, in.Now)
+		first = n.seal(first, o, in.Now)
 	}
 	if len(out.SendFirst) > 0 {
 		n.trace(hooks.TraceQueued, session, "")
 	}
+	n.handOff(first)
 	for i, w := range out.Persist {
 		if w.Append != nil && n.crash(hooks.CrashAfterCert, w.Session, true) {
 			n.mu.Unlock()
@@ -292,8 +297,9 @@ func (n *Node) step(in engine.Input) error {
 		}
 	}
 	accepted := in.Message != nil && in.Message.Type == protocol.TypeAccept && out.Err == nil
+	var sends []sealedFrame
 	for _, o := range out.Send {
-		n.enqueue(o, in.Now)
+		sends = n.seal(sends, o, in.Now)
 		if _, ok := o.Body.(*protocol.Accept); ok {
 			accepted = true
 		}
@@ -301,6 +307,7 @@ func (n *Node) step(in engine.Input) error {
 	if len(out.Send) > 0 {
 		n.trace(hooks.TraceQueued, session, "")
 	}
+	n.handOff(sends)
 	for _, t := range out.Timers {
 		n.armTimer(t, in.Now)
 	}
@@ -495,16 +502,16 @@ func (n *Node) armTimer(t engine.Timer, now int64) {
 	})
 }
 
-// enqueue passes a message through the Outbound hook, seals it and hands
-// it to the peer's sender goroutine.
-func (n *Node) enqueue(o engine.Outgoing, now int64) {
+// seal seals o (through the Outbound hook, if any) and appends the
+// frames to fs; the caller holds n.mu and hands them off with handOff.
+func (n *Node) seal(fs []sealedFrame, o engine.Outgoing, now int64) []sealedFrame {
 	if n.hooks.Outbound == nil {
-		n.enqueueOne(o, now)
-		return
+		return n.sealOne(fs, o, now)
 	}
 	for _, oo := range n.hooks.Outbound(o) {
-		n.enqueueOne(oo, now)
+		fs = n.sealOne(fs, oo, now)
 	}
+	return fs
 }
 
 // inject is hooks.Hooks.Inject: it seals o (unless it carries a Frame)
@@ -516,12 +523,19 @@ func (n *Node) inject(o engine.Outgoing) error {
 	if n.stopped != nil {
 		return n.stopped
 	}
-	n.enqueueOne(o, n.now())
+	n.handOff(n.sealOne(nil, o, n.now()))
 	return nil
 }
 
-// enqueueOne seals a message and hands it to the peer's sender goroutine.
-func (n *Node) enqueueOne(o engine.Outgoing, now int64) {
+// sealedFrame is a frame sealed for one recipient, not yet queued.
+type sealedFrame struct {
+	to sign.AgentID
+	qf queuedFrame
+}
+
+// sealOne seals one message (unless it carries a Frame) and appends it to
+// fs; a message that cannot be sealed is logged and dropped.
+func (n *Node) sealOne(fs []sealedFrame, o engine.Outgoing, now int64) []sealedFrame {
 	frame := o.Frame
 	if frame == nil {
 		body, err := protocol.EncodeBody(o.Body)
@@ -533,20 +547,28 @@ func (n *Node) enqueueOne(o engine.Outgoing, now int64) {
 		}
 		if err != nil {
 			n.log.Error("seal message", "type", o.Type, "err", err)
-			return
+			return fs
 		}
 	}
-	q := n.queues[o.To]
-	if q == nil {
-		q = make(chan queuedFrame, sendQueueLen)
-		n.queues[o.To] = q
-		n.wg.Add(1)
-		go n.sender(o.To, q)
-	}
-	select {
-	case q <- queuedFrame{frame: frame, session: o.Session, typ: o.Type}:
-	default:
-		n.log.Warn("send queue full; frame dropped", "to", o.To.Short(), "type", o.Type)
+	return append(fs, sealedFrame{to: o.To, qf: queuedFrame{frame: frame, session: o.Session, typ: o.Type}})
+}
+
+// handOff hands sealed frames to their peers' sender goroutines, in
+// order; the caller holds n.mu.
+func (n *Node) handOff(fs []sealedFrame) {
+	for _, f := range fs {
+		q := n.queues[f.to]
+		if q == nil {
+			q = make(chan queuedFrame, sendQueueLen)
+			n.queues[f.to] = q
+			n.wg.Add(1)
+			go n.sender(f.to, q)
+		}
+		select {
+		case q <- f.qf:
+		default:
+			n.log.Warn("send queue full; frame dropped", "to", f.to.Short(), "type", f.qf.typ)
+		}
 	}
 }
 
