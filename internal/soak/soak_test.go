@@ -3,7 +3,10 @@ package soak
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -27,11 +30,39 @@ func binary(t *testing.T) string {
 			return
 		}
 		builtBin, buildErr = BuildBinary(context.Background(), dir)
+		if buildErr == nil {
+			buildErr = statSources()
+		}
 	})
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	return builtBin
+}
+
+// statSources stats every Go source of the module. go test caches a
+// result by the package's own dependencies and the files the test opened
+// or stat'ed; the binary built above comes from a subprocess, so without
+// this a change to cmd/negotiate or the engine would not rerun the soak.
+func statSources() error {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return fmt.Errorf("go env GOMOD: %w", err)
+	}
+	root := filepath.Dir(strings.TrimSpace(string(out)))
+	return filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && path != root {
+			return filepath.SkipDir
+		}
+		if !d.IsDir() && (strings.HasSuffix(path, ".go") || d.Name() == "go.mod" || d.Name() == "go.sum") {
+			_, err := os.Stat(path)
+			return err
+		}
+		return nil
+	})
 }
 
 func TestMain(m *testing.M) {
