@@ -42,7 +42,7 @@ func (e *Engine) Session(id string) (SessionInfo, error) {
 	}
 	s := e.sessions[id]
 	if s == nil {
-		return SessionInfo{}, fmt.Errorf("negotiate: %w %s", ErrUnknownSession, id)
+		return SessionInfo{}, fmt.Errorf("%w %s", ErrUnknownSession, id)
 	}
 	return e.info(s), nil
 }
@@ -94,7 +94,7 @@ func (e *Engine) Outcome(id string) (*Outcome, error) {
 	}
 	s := e.sessions[id]
 	if s == nil {
-		return nil, fmt.Errorf("negotiate: %w %s", ErrUnknownSession, id)
+		return nil, fmt.Errorf("%w %s", ErrUnknownSession, id)
 	}
 	return s.outcome(), nil
 }
@@ -106,7 +106,7 @@ func (e *Engine) Receipt(id string) ([]byte, chain.Hash, error) {
 	}
 	s := e.sessions[id]
 	if s == nil {
-		return nil, chain.Hash{}, fmt.Errorf("negotiate: %w %s", ErrUnknownSession, id)
+		return nil, chain.Hash{}, fmt.Errorf("%w %s", ErrUnknownSession, id)
 	}
 	if s.final != StateCommitted {
 		return nil, chain.Hash{}, fmt.Errorf("negotiate: session %s has no receipt: it is %s", id, phaseOrFinal(s))
