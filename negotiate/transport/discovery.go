@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
@@ -27,6 +28,10 @@ const AgentRecordNamespace = "negotiate-agent"
 
 // hostAgentInfoDomain is the signature domain of agent records.
 const hostAgentInfoDomain = protocol.TypeAgentInfo
+
+// errRecordExpired marks a record that is past its expiry; a lookup that
+// gets one looks again, since a fresher record may be on its way.
+var errRecordExpired = errors.New("expired")
 
 // AgentRecordKey is the DHT key of an agent's record:
 // /negotiate-agent/<agent-id>.
@@ -103,7 +108,7 @@ func VerifyAgentInfo(id sign.AgentID, value []byte, now time.Time) (*protocol.Ag
 	}
 	nowMs := now.UnixMilli()
 	if info.Expires <= nowMs {
-		return nil, fmt.Errorf("%w: record of %s expired at %s", ErrBadAgentRecord, id.Short(), time.UnixMilli(info.Expires).UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: record of %s %w at %s", ErrBadAgentRecord, id.Short(), errRecordExpired, time.UnixMilli(info.Expires).UTC().Format(time.RFC3339))
 	}
 	if info.Expires > nowMs+(AgentRecordLifetime+protocol.MaxClockSkew).Milliseconds() {
 		return nil, fmt.Errorf("%w: record of %s expires at %s, beyond the %v record lifetime", ErrBadAgentRecord, id.Short(), time.UnixMilli(info.Expires).UTC().Format(time.RFC3339), AgentRecordLifetime)
@@ -117,15 +122,81 @@ func VerifyAgentInfo(id sign.AgentID, value []byte, now time.Time) (*protocol.Ag
 type AgentRecordValidator struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// verified, when set (DHTOptions sets it), remembers records that
+	// passed VerifyAgentInfo, so the same bytes are not verified again.
+	verified *verifiedRecords
 }
 
 var _ record.Validator = AgentRecordValidator{}
+
+// verifiedRecords remembers, by the hash of key and value, the sequence
+// number and expiry of records that passed VerifyAgentInfo. The DHT checks
+// one record several times: a store verifies the new record, then Select
+// verifies it and the one held; a lookup verifies every answer, then
+// Select verifies them again. Only the expiry depends on the time, and it
+// is checked on every hit.
+type verifiedRecords struct {
+	mu sync.Mutex
+	m  map[[32]byte]verifiedRecord
+}
+
+type verifiedRecord struct {
+	seq     uint64
+	expires int64 // unix ms
+}
+
+// hostVerifiedRecordsCap bounds the memory of verifiedRecords (about 64
+// bytes per entry): a DHT server holds the records of a few dozen agents
+// and sees a few hundred more in lookups between two purges.
+const hostVerifiedRecordsCap = 1024
 
 func (v AgentRecordValidator) now() time.Time {
 	if v.Now == nil {
 		return time.Now()
 	}
 	return v.Now()
+}
+
+// check verifies value as id's record at now, through the cache if any.
+func (v AgentRecordValidator) check(key string, id sign.AgentID, value []byte, now time.Time) (verifiedRecord, error) {
+	c := v.verified
+	if c == nil {
+		info, err := VerifyAgentInfo(id, value, now)
+		if err != nil {
+			return verifiedRecord{}, err
+		}
+		return verifiedRecord{seq: info.Seq, expires: info.Expires}, nil
+	}
+	h := sign.Hash(append([]byte(key+"\x00"), value...))
+	nowMs := now.UnixMilli()
+	c.mu.Lock()
+	r, ok := c.m[h]
+	c.mu.Unlock()
+	if ok {
+		if r.expires <= nowMs {
+			return verifiedRecord{}, fmt.Errorf("%w: record of %s %w at %s", ErrBadAgentRecord, id.Short(), errRecordExpired, time.UnixMilli(r.expires).UTC().Format(time.RFC3339))
+		}
+		return r, nil
+	}
+	info, err := VerifyAgentInfo(id, value, now)
+	if err != nil {
+		return verifiedRecord{}, err
+	}
+	r = verifiedRecord{seq: info.Seq, expires: info.Expires}
+	c.mu.Lock()
+	if len(c.m) >= hostVerifiedRecordsCap {
+		for k, old := range c.m {
+			if old.expires <= nowMs {
+				delete(c.m, k)
+			}
+		}
+		if len(c.m) >= hostVerifiedRecordsCap {
+			clear(c.m)
+		}
+	}
+	c.m[h] = r
+	c.mu.Unlock()
+	return r, nil
 }
 
 // hostAgentIDFromKey parses /negotiate-agent/<agent-id>.
@@ -147,7 +218,7 @@ func (v AgentRecordValidator) Validate(key string, value []byte) error {
 	if err != nil {
 		return err
 	}
-	_, err = VerifyAgentInfo(id, value, v.now())
+	_, err = v.check(key, id, value, v.now())
 	return err
 }
 
@@ -159,14 +230,14 @@ func (v AgentRecordValidator) Select(key string, vals [][]byte) (int, error) {
 		return 0, err
 	}
 	best := -1
-	var bestInfo *protocol.AgentInfo
+	var bestInfo verifiedRecord
 	now := v.now()
 	for i, val := range vals {
-		info, err := VerifyAgentInfo(id, val, now)
+		info, err := v.check(key, id, val, now)
 		if err != nil {
 			continue
 		}
-		if bestInfo == nil || info.Seq > bestInfo.Seq || (info.Seq == bestInfo.Seq && info.Expires > bestInfo.Expires) {
+		if best < 0 || info.seq > bestInfo.seq || (info.seq == bestInfo.seq && info.expires > bestInfo.expires) {
 			best, bestInfo = i, info
 		}
 	}
@@ -194,7 +265,9 @@ func DHTOptions(now func() time.Time) []dht.Option {
 		dht.ProtocolPrefix(protocol.DHTPrefix),
 		dht.Mode(dht.ModeServer),
 		dht.Validator(record.NamespacedValidator{
-			AgentRecordNamespace:      AgentRecordValidator{Now: now},
+			AgentRecordNamespace: AgentRecordValidator{
+				Now: now, verified: &verifiedRecords{m: map[[32]byte]verifiedRecord{}},
+			},
 			protocol.WarrantNamespace: WarrantValidator{},
 		}),
 	}
@@ -209,7 +282,7 @@ func (h *Host) hostStartDiscovery(ctx context.Context, d *dht.IpfsDHT, bootstrap
 			opts = append(opts, dht.DisableProviders())
 		}
 		var err error
-		d, err = dht.New(h.h, opts...)
+		d, err = dht.New(h.h, append(opts, dht.MaxRecordAge(h.lifetime))...)
 		if err != nil {
 			return fmt.Errorf("negotiate: start DHT: %w", err)
 		}
@@ -307,13 +380,18 @@ func (h *Host) hostTriggerPublish() {
 	}
 }
 
-// hostPublishLoop publishes the agent record at start, every
-// AgentRecordRepublish, on request, and retries failures with backoff.
+// hostPublishLoop publishes the agent record at start, every third of
+// the record lifetime, on request, when the routing table grew by
+// hostRepublishGrowth peers since the last publish, and retries failures
+// with backoff.
 func (h *Host) hostPublishLoop() {
 	defer h.wg.Done()
 	retry := hostPublishRetryMin
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	check := time.NewTicker(hostRepublishCheck)
+	defer check.Stop()
+	base := 0 // routing-table size at the last publish (or its low since)
 	for {
 		select {
 		case <-h.ctx.Done():
@@ -321,18 +399,29 @@ func (h *Host) hostPublishLoop() {
 		case <-timer.C:
 		case <-h.republish:
 			timer.Stop()
+		case <-check.C:
+			size := h.dht.RoutingTable().Size()
+			if size < base {
+				base = size
+			}
+			if size < base+hostRepublishGrowth {
+				continue
+			}
+			timer.Stop()
 		}
+		size := h.dht.RoutingTable().Size()
 		err := h.hostPublish(h.ctx)
 		if h.ctx.Err() != nil {
 			return
 		}
-		next := AgentRecordRepublish
+		next := h.lifetime / 3
 		if err != nil {
 			h.log.Debug("publish agent record", "err", err, "retry_in", retry)
 			next = retry
 			retry = min(2*retry, hostPublishRetryMax)
 		} else {
 			retry = hostPublishRetryMin
+			base = size
 		}
 		timer.Reset(next)
 	}
@@ -383,7 +472,7 @@ func (h *Host) hostSignOwnRecord() ([]byte, error) {
 		PeerID:  h.h.ID().String(),
 		Addrs:   addrs,
 		Seq:     seq,
-		Expires: now.Add(AgentRecordLifetime).UnixMilli(),
+		Expires: now.Add(h.lifetime).UnixMilli(),
 	}
 	value, err := SignAgentInfo(h.key, info)
 	if err != nil {
@@ -394,6 +483,10 @@ func (h *Host) hostSignOwnRecord() ([]byte, error) {
 	h.mu.Unlock()
 	return value, nil
 }
+
+// RoutingTableSize is the number of peers in the DHT routing table
+// (diagnostics: it grows with about the logarithm of the network size).
+func (h *Host) RoutingTableSize() int { return h.dht.RoutingTable().Size() }
 
 // Published reports when this node's record was last stored in the DHT
 // (zero if never) and the error of the last attempt (nil if it worked).
@@ -426,6 +519,16 @@ func (h *Host) Resolve(ctx context.Context, id sign.AgentID) (*protocol.AgentInf
 	return h.hostLookup(ctx, id)
 }
 
+// Lookup is Resolve without the cache: it always asks the DHT for id's
+// record (and caches what it finds). Use it to refresh a record that may
+// have changed, or to measure lookups. Errors are those of Resolve.
+func (h *Host) Lookup(ctx context.Context, id sign.AgentID) (*protocol.AgentInfo, error) {
+	if _, err := sign.ParseAgentID(string(id)); err != nil {
+		return nil, fmt.Errorf("negotiate: lookup: %w", err)
+	}
+	return h.hostLookup(ctx, id)
+}
+
 // hostCached returns a copy of the cached, unexpired record of id.
 func (h *Host) hostCached(id sign.AgentID) *protocol.AgentInfo {
 	h.mu.Lock()
@@ -447,8 +550,21 @@ func (h *Host) hostLookup(ctx context.Context, id sign.AgentID) (*protocol.Agent
 	ctx, cancel := h.hostCtx(ctx, DefaultResolveTimeout)
 	defer cancel()
 	h.hostAwaitRoutingTable(ctx)
+	var info *protocol.AgentInfo
 	value, err := h.dht.GetValue(ctx, AgentRecordKey(id))
-	for attempt := 1; errors.Is(err, routing.ErrNotFound) && attempt <= hostResolveRetries; attempt++ {
+	for attempt := 1; ; attempt++ {
+		if err == nil {
+			// The record was valid when the DHT checked it; it may have
+			// expired while the lookup went on, before its republished
+			// successor reached the peers asked.
+			info, err = VerifyAgentInfo(id, value, h.now())
+			if err != nil && !errors.Is(err, errRecordExpired) {
+				return nil, fmt.Errorf("negotiate: resolve agent %s: %w", id, err)
+			}
+		}
+		if err == nil || attempt > hostResolveRetries || !(errors.Is(err, routing.ErrNotFound) || errors.Is(err, errRecordExpired)) {
+			break
+		}
 		// A record just published may not have reached the peers this
 		// lookup asked: look again a little later while time allows.
 		select {
@@ -456,11 +572,16 @@ func (h *Host) hostLookup(ctx context.Context, id sign.AgentID) (*protocol.Agent
 		case <-time.After(time.Duration(attempt) * hostResolveRetryDelay):
 			value, err = h.dht.GetValue(ctx, AgentRecordKey(id))
 		}
+		if ctx.Err() != nil && err == nil {
+			err = ctx.Err()
+		}
 	}
 	if err != nil {
 		switch {
 		case errors.Is(err, routing.ErrNotFound):
 			return nil, fmt.Errorf("%w: no record of agent %s in the DHT (is it running and connected to the same network?)", ErrAgentNotFound, id)
+		case errors.Is(err, errRecordExpired):
+			return nil, fmt.Errorf("%w: the record of agent %s in the DHT expired (it has not published for a record lifetime): %w", ErrAgentNotFound, id, err)
 		case errors.Is(err, kb.ErrLookupFailure):
 			return nil, fmt.Errorf("%w: agent %s: this node has no DHT peers yet (pass --bootstrap or wait for mDNS)", ErrAgentNotFound, id)
 		case ctx.Err() != nil && h.ctx.Err() != nil:
@@ -470,10 +591,6 @@ func (h *Host) hostLookup(ctx context.Context, id sign.AgentID) (*protocol.Agent
 		default:
 			return nil, fmt.Errorf("%w: agent %s: %w", ErrAgentNotFound, id, err)
 		}
-	}
-	info, err := VerifyAgentInfo(id, value, h.now())
-	if err != nil {
-		return nil, fmt.Errorf("negotiate: resolve agent %s: %w", id, err)
 	}
 	h.hostRemember(info)
 	c := *info

@@ -116,6 +116,15 @@ type Config struct {
 	// MaxInboundStreamsPerPeer streams per peer on each protocol. A host
 	// on go-libp2p's mock network (p2p/net/mock) works for simulations.
 	Libp2p host.Host
+	// RecordLifetime is how long this node's agent record stays valid
+	// after each publish. Zero means AgentRecordLifetime; it may not be
+	// longer (other nodes refuse such records). The record is republished
+	// every third of it, and a DHT the Host starts itself drops the
+	// records it stores once they are older than it (dht.MaxRecordAge),
+	// so a departed agent stops being found about one lifetime after it
+	// left. Shorten it only for tests and simulations (`negotiate bench
+	// --network --record-lifetime`): every publish costs a DHT lookup.
+	RecordLifetime time.Duration
 	// DHT, when set (with Libp2p), is the application's Kademlia DHT on
 	// that host, used to publish and find agent records instead of one the
 	// Host starts itself. It must be built with the options DHTOptions
@@ -155,6 +164,7 @@ type Host struct {
 	wg     sync.WaitGroup
 
 	republish chan struct{}
+	lifetime  time.Duration // of this node's record (Config.RecordLifetime)
 
 	mu         sync.Mutex
 	closed     bool
@@ -252,6 +262,13 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	if err != nil {
 		return nil, err
 	}
+	lifetime := cfg.RecordLifetime
+	switch {
+	case lifetime == 0:
+		lifetime = AgentRecordLifetime
+	case lifetime < MinRecordLifetime || lifetime > AgentRecordLifetime:
+		return nil, fmt.Errorf("negotiate: host: record lifetime %v: use %v to %v (other nodes refuse records that live longer)", lifetime, MinRecordLifetime, AgentRecordLifetime)
+	}
 	lh, owned := cfg.Libp2p, false
 	if lh == nil {
 		if lh, err = newLibp2pHost(cfg, listen); err != nil {
@@ -274,6 +291,7 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 		ctx:       hctx,
 		cancel:    cancel,
 		republish: make(chan struct{}, 1),
+		lifetime:  lifetime,
 		out:       make(map[peer.ID]*hostOutStream),
 		records:   make(map[sign.AgentID]*hostCachedRecord),
 		ownHost:   owned,

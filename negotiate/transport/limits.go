@@ -52,8 +52,13 @@ const (
 	// moved agent is found again within the hour.
 	AgentRecordLifetime = time.Hour
 	// AgentRecordRepublish is how often a node republishes its record; a
-	// third of the lifetime leaves two retries before it expires.
-	AgentRecordRepublish = 20 * time.Minute
+	// third of the lifetime leaves two retries before it expires. A node
+	// with a shorter Config.RecordLifetime republishes every third of that.
+	AgentRecordRepublish = AgentRecordLifetime / 3
+	// MinRecordLifetime is the shortest Config.RecordLifetime: every
+	// publish is a DHT lookup plus a store at the closest peers, and a
+	// record must outlive the lookups that find it.
+	MinRecordLifetime = 10 * time.Second
 	// MaxAgentRecordBytes bounds an encoded agent record in the DHT: a
 	// post-quantum key (about 2 KiB), a signature (about 3.3 KiB) and
 	// MaxAddrs addresses fit with room to spare.
@@ -111,6 +116,18 @@ const (
 	// joins. The delay grows by hostResolveRetryDelay per attempt.
 	hostResolveRetries    = 2
 	hostResolveRetryDelay = 250 * time.Millisecond
+	// hostRepublishCheck is how often the publish loop compares the DHT
+	// routing table's size with its size at the last publish.
+	hostRepublishCheck = 5 * time.Second
+	// hostRepublishGrowth: when the routing table holds this many more
+	// peers than at the last publish, the record is published again at
+	// once. A Kademlia table gains about one k-bucket (20 peers) each time
+	// the network doubles, so half a bucket means the network grew by
+	// about 40 %: enough new peers may now be closer to the record's key
+	// than the ones that hold it that a lookup would miss it. A node that
+	// joins a young, growing network (or a whole network started at once)
+	// would otherwise wait AgentRecordRepublish for that.
+	hostRepublishGrowth = 10
 	// hostServiceName is the resource-manager service our stream handlers
 	// attach to.
 	hostServiceName = "negotiate"

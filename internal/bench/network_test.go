@@ -1,0 +1,49 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+)
+
+// TestNetworkChurn runs a 60-agent network on the mock network with 10 %
+// churn: every live agent is found, departed agents fail fast, their
+// records expire, every session commits and every chain verifies.
+func TestNetworkChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 60 nodes")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	res, err := RunNetwork(ctx, NetworkOptions{
+		Nodes: 60, Churn: 0.1, Lookups: 300, FirstContacts: 10, Sessions: 30,
+		RecordLifetime: 10 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, _ := json.MarshalIndent(res, "", "  ")
+	t.Logf("%s", js)
+	if err := res.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !res.Settled {
+		t.Errorf("the DHT did not settle")
+	}
+	if res.LookupSuccessRate < 0.99 {
+		t.Errorf("lookup success %.3f of %d live lookups, want >= 0.99: %v", res.LookupSuccessRate, res.Lookups, res.LookupFailures)
+	}
+	if res.ChurnDeparted != 6 || res.ChurnReturned != 3 {
+		t.Errorf("churn: %d departed, %d returned; want 6 and 3", res.ChurnDeparted, res.ChurnReturned)
+	}
+	if res.DepartedProbes == 0 || res.ExpiredLookups != 3 {
+		t.Errorf("%d probes of departed agents, %d expiry lookups; want some and 3", res.DepartedProbes, res.ExpiredLookups)
+	}
+	if res.SessionsCommitted != 30 || res.FirstContactCommitted != 10 {
+		t.Errorf("committed %d sessions and %d first contacts, want 30 and 10", res.SessionsCommitted, res.FirstContactCommitted)
+	}
+	if res.ChainsVerified != 60 {
+		t.Errorf("%d of 60 chains verified: %v", res.ChainsVerified, res.ChainsBroken)
+	}
+}
