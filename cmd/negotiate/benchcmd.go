@@ -38,8 +38,22 @@ func benchCommand() *cli.Command {
 			"signs first, a participant's accept is its signature (see docs/protocol.md).\n\n" +
 			"--idle-sessions N instead measures the heap of N sessions waiting for a\n" +
 			"decision, through the pure core (no network, no disk).\n\n" +
+			"--network N starts N agents in this process instead, each a real node with\n" +
+			"its own key, DHT participation and chain (all chains in one shared store),\n" +
+			"bootstrapped through 3 well-known nodes, on go-libp2p's in-memory mock network\n" +
+			"(--transport mock, the default here) or on loopback TCP (--transport tcp, up\n" +
+			"to about 250 agents here: file descriptors). Once the DHT settled it measures\n" +
+			"--lookups lookups of random agents by random agents (success, hops, time),\n" +
+			"--first-contacts first contacts (lookup + dial + 2-party signed offer),\n" +
+			"--sessions sessions between random pairs and groups of 3-5 (default 100,\n" +
+			"--concurrency at once, default 8), heap and goroutines per node. --churn 10%\n" +
+			"takes that share of agents down during the lookups (half come back on new\n" +
+			"addresses) and checks that departed agents fail fast and their records expire\n" +
+			"(--record-lifetime, 1m by default with churn). A list of sizes is a sweep,\n" +
+			"one row each; --out FILE keeps the figures for scripts/plot. Field names of\n" +
+			"--json: docs/performance.md, \"Network size\".\n\n" +
 			"Exits 1 if any session failed or any chain is unsound.",
-		Flags: withJSON(
+		Flags: append(networkFlags(), withJSON(
 			&cli.IntFlag{Name: "parties", Value: bench.DefaultParties, Usage: fmt.Sprintf("parties per session, initiator included (2..%d)", bench.MaxParties)},
 			&cli.IntFlag{Name: "sessions", Value: bench.DefaultSessions, Usage: "sessions to measure"},
 			&cli.IntFlag{Name: "concurrency", Value: bench.DefaultConcurrency, Usage: "groups running a session at once"},
@@ -48,14 +62,14 @@ func benchCommand() *cli.Command {
 			&cli.DurationFlag{Name: "timeout", Value: bench.DefaultSessionTimeout, Usage: "deadline of each session"},
 			&cli.BoolFlag{Name: "no-pace", Usage: "start sessions as fast as possible, over the per-peer frame limit"},
 			&cli.StringFlag{Name: "store", Value: bench.StoreShared, Usage: "where the chains live: shared (one file, group commit) or per-agent"},
-			&cli.StringFlag{Name: "transport", Value: bench.TransportTCP, Usage: "libp2p transport: tcp, quic or both"},
+			&cli.StringFlag{Name: "transport", Value: bench.TransportTCP, Usage: "libp2p transport: tcp, quic or both (with --network: mock, the default there, or tcp)"},
 			&cli.BoolFlag{Name: "offer", Usage: "run signed offers (the initiator signs first; 2 parties commit in one round trip) instead of negotiated sessions"},
 			&cli.StringFlag{Name: "memprofile", Usage: "write the allocation profile after the measured sessions to `FILE` and the one before them to FILE.start (go tool pprof -sample_index=alloc_space -diff_base FILE.start FILE)"},
 			&cli.StringFlag{Name: "cpuprofile", Usage: "write a CPU profile of the measured sessions (not start-up) to `FILE` (go tool pprof)"},
 			&cli.IntFlag{Name: "gogc", Value: bench.DefaultGCPercent, Usage: "Go GC percent for the run (Go's default is 100; 0 keeps the GOGC environment variable's): many agents in one process trade memory for CPU"},
 			&cli.BoolFlag{Name: "trace", Usage: "time each step of every measured session at every node (engine step, durable write, send, receive) and print the median timeline"},
 			&cli.IntFlag{Name: "idle-sessions", Usage: "measure the heap of N idle sessions instead (pure core)"},
-		),
+		)...),
 		Action: benchAction,
 	}
 }
@@ -63,6 +77,14 @@ func benchCommand() *cli.Command {
 func benchAction(c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
+	}
+	if c.IsSet("network") {
+		return benchNetworkAction(c)
+	}
+	for _, name := range []string{"churn", "lookups", "first-contacts", "record-lifetime", "lookup-timeout", "settle-timeout", "seed", "out"} {
+		if c.IsSet(name) {
+			return usageErr("--%s needs --network", name)
+		}
 	}
 	if n := c.Int("idle-sessions"); c.IsSet("idle-sessions") {
 		res, err := bench.IdleHeap(n, c.String("scheme"))

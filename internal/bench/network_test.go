@@ -17,8 +17,8 @@ func TestNetworkChurn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	res, err := RunNetwork(ctx, NetworkOptions{
-		Nodes: 60, Churn: 0.1, Lookups: 300, FirstContacts: 10, Sessions: 30,
-		RecordLifetime: 10 * time.Second,
+		Nodes: 60, Churn: 0.1, Lookups: 200, FirstContacts: 10, Sessions: 20,
+		RecordLifetime: 15 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -40,8 +40,8 @@ func TestNetworkChurn(t *testing.T) {
 	if res.DepartedProbes == 0 || res.ExpiredLookups != 3 {
 		t.Errorf("%d probes of departed agents, %d expiry lookups; want some and 3", res.DepartedProbes, res.ExpiredLookups)
 	}
-	if res.SessionsCommitted != 30 || res.FirstContactCommitted != 10 {
-		t.Errorf("committed %d sessions and %d first contacts, want 30 and 10", res.SessionsCommitted, res.FirstContactCommitted)
+	if res.SessionsCommitted != 20 || res.FirstContactCommitted != 10 {
+		t.Errorf("committed %d sessions and %d first contacts, want 20 and 10", res.SessionsCommitted, res.FirstContactCommitted)
 	}
 	if res.ChainsVerified != 60 {
 		t.Errorf("%d of 60 chains verified: %v", res.ChainsVerified, res.ChainsBroken)

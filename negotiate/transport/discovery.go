@@ -380,8 +380,9 @@ func (h *Host) hostTriggerPublish() {
 	}
 }
 
-// hostPublishLoop publishes the agent record at start, every third of
-// the record lifetime, on request, when the routing table grew by
+// hostPublishLoop publishes the agent record at start, then after
+// hostRepublishFirst, doubling the interval up to a third of the record
+// lifetime, on request, when the routing table grew by
 // hostRepublishGrowth peers since the last publish, and retries failures
 // with backoff.
 func (h *Host) hostPublishLoop() {
@@ -392,6 +393,11 @@ func (h *Host) hostPublishLoop() {
 	check := time.NewTicker(hostRepublishCheck)
 	defer check.Stop()
 	base := 0 // routing-table size at the last publish (or its low since)
+	// A young node republishes sooner, then less and less often, up to a
+	// third of the record lifetime: the network it joined may be young
+	// and growing too, and new peers close to the record's key do not
+	// hold it.
+	interval := hostRepublishFirst
 	for {
 		select {
 		case <-h.ctx.Done():
@@ -414,7 +420,7 @@ func (h *Host) hostPublishLoop() {
 		if h.ctx.Err() != nil {
 			return
 		}
-		next := h.lifetime / 3
+		next := min(interval, h.lifetime/3)
 		if err != nil {
 			h.log.Debug("publish agent record", "err", err, "retry_in", retry)
 			next = retry
@@ -422,6 +428,7 @@ func (h *Host) hostPublishLoop() {
 		} else {
 			retry = hostPublishRetryMin
 			base = size
+			interval = min(2*interval, h.lifetime/3)
 		}
 		timer.Reset(next)
 	}
@@ -442,6 +449,7 @@ func (h *Host) hostPublish(ctx context.Context) error {
 	h.lastPubErr = err
 	if err == nil {
 		h.published = now
+		h.stats.publishes.Add(1)
 	}
 	h.mu.Unlock()
 	if err != nil {

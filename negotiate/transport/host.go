@@ -199,6 +199,7 @@ type hostCounters struct {
 	refused       atomic.Uint64
 	rateLimited   atomic.Uint64
 	streamsDenied atomic.Uint64
+	publishes     atomic.Uint64
 	lastRefusal   atomic.Pointer[string]
 	refusedBy     *refusalCounters // every refusal above, by reason
 }
@@ -220,6 +221,9 @@ type Stats struct {
 	// StreamsDenied counts inbound streams reset because their peer held
 	// MaxInboundStreamsPerPeer already.
 	StreamsDenied uint64 `json:"streams_denied"`
+	// Publishes counts the times this node's agent record was stored in
+	// the DHT.
+	Publishes uint64 `json:"publishes"`
 	// LastRefusal is the error of the last refused frame ("" if none).
 	LastRefusal string `json:"last_refusal,omitempty"`
 	// RefusedBy counts every refused frame and denied stream by reason
@@ -474,6 +478,7 @@ func (h *Host) Stats() Stats {
 		RateLimited:   h.stats.rateLimited.Load(),
 		StreamsDenied: h.stats.streamsDenied.Load(),
 		RefusedBy:     h.stats.refusedBy.snapshot(),
+		Publishes:     h.stats.publishes.Load(),
 	}
 	if p := h.stats.lastRefusal.Load(); p != nil {
 		s.LastRefusal = *p

@@ -116,6 +116,11 @@ const (
 	// joins. The delay grows by hostResolveRetryDelay per attempt.
 	hostResolveRetries    = 2
 	hostResolveRetryDelay = 250 * time.Millisecond
+	// hostRepublishFirst is the first interval between a node's publishes;
+	// each publish doubles it, up to a third of the record lifetime (five
+	// extra publishes in a node's first 16 minutes with the default
+	// lifetime).
+	hostRepublishFirst = 30 * time.Second
 	// hostRepublishCheck is how often the publish loop compares the DHT
 	// routing table's size with its size at the last publish.
 	hostRepublishCheck = 5 * time.Second

@@ -5,6 +5,15 @@
 // tools:
 //
 //	go run ./scripts/plot -out docs
+//
+// With -network it runs the network-size sweeps instead (`negotiate bench
+// --network`, without churn and with -churn) and writes perf-network.json
+// and perf-network.svg (lookup success, hops, lookup time and first-contact
+// time against the number of agents); -network-from redraws that plot from
+// files written by `negotiate bench --network ... --out FILE`:
+//
+//	go run ./scripts/plot -network 50,100,250,500,1000 -out docs
+//	go run ./scripts/plot -network-from a.json,b.json -out docs
 package main
 
 import (
@@ -44,7 +53,17 @@ func main() {
 	concs := flag.String("concurrency", "1,2,4,8,16,32,48", "concurrency levels of the throughput plot (pairs = concurrency)")
 	perConc := flag.Int("sessions-per-pair", 100, "sessions per pair in the throughput runs")
 	idle := flag.Int("idle", 10000, "idle sessions for the heap measurement")
+	network := flag.String("network", "", "run the network-size sweeps over these sizes instead (e.g. 50,100,250,500,1000)")
+	churn := flag.Float64("churn", 0.1, "with -network: churn share of the second sweep (0: none)")
+	networkFrom := flag.String("network-from", "", "draw perf-network.svg from these files of `negotiate bench --network --out` instead (comma-separated)")
 	flag.Parse()
+	if *network != "" || *networkFrom != "" {
+		if err := runNetwork(*out, *network, *churn, *networkFrom); err != nil {
+			fmt.Fprintln(os.Stderr, "plot:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*out, *sessions, ints(*parties), ints(*concs), *perConc, *idle); err != nil {
 		fmt.Fprintln(os.Stderr, "plot:", err)
 		os.Exit(1)
@@ -247,7 +266,9 @@ func lineChart(title, xlabel, ylabel string, xs []string, ss []series, notes []s
 	ymax := 0.0
 	for _, s := range ss {
 		for _, y := range s.ys {
-			ymax = math.Max(ymax, y)
+			if !math.IsNaN(y) { // NaN: no point at that x
+				ymax = math.Max(ymax, y)
+			}
 		}
 	}
 	step := niceStep(ymax / 5)
@@ -277,10 +298,15 @@ func lineChart(title, xlabel, ylabel string, xs []string, ss []series, notes []s
 	for si, s := range ss {
 		var pts []string
 		for i, v := range s.ys {
-			pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(i), y(v)))
+			if !math.IsNaN(v) {
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", x(i), y(v)))
+			}
 		}
 		fmt.Fprintf(&b, `<polyline fill="none" stroke="%s" stroke-width="2" points="%s"/>`+"\n", s.color, strings.Join(pts, " "))
 		for i, v := range s.ys {
+			if math.IsNaN(v) {
+				continue
+			}
 			fmt.Fprintf(&b, `<circle cx="%.1f" cy="%.1f" r="3.5" fill="%s"><title>%s %s: %s</title></circle>`+"\n", x(i), y(v), s.color, esc(s.name), esc(xs[i]), trim(v))
 			if si == 0 && i < len(notes) {
 				fmt.Fprintf(&b, `<text x="%.1f" y="%.1f" text-anchor="middle" font-size="10" fill="#555">%s</text>`+"\n", x(i), y(v)-9, esc(notes[i]))

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/negotiate-dev/negotiate/internal/bench"
+)
+
+// NetworkData is perf-network.json: the network-size sweeps.
+type NetworkData struct {
+	Date    string                 `json:"date"`
+	NoChurn []*bench.NetworkResult `json:"no_churn"`
+	Churn   []*bench.NetworkResult `json:"churn"`
+	Errors  []string               `json:"errors,omitempty"`
+}
+
+// sweepFile is what `negotiate bench --network --out FILE` writes.
+type sweepFile struct {
+	Date string                 `json:"date"`
+	Runs []*bench.NetworkResult `json:"runs"`
+}
+
+func runNetwork(out, sizes string, churn float64, from string) error {
+	d := &NetworkData{Date: time.Now().UTC().Format(time.RFC3339)}
+	if from != "" {
+		for _, path := range strings.Split(from, ",") {
+			raw, err := os.ReadFile(strings.TrimSpace(path))
+			if err != nil {
+				return err
+			}
+			var f sweepFile
+			if err := json.Unmarshal(raw, &f); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+			for _, r := range f.Runs {
+				if r.Churn > 0 {
+					d.Churn = append(d.Churn, r)
+				} else {
+					d.NoChurn = append(d.NoChurn, r)
+				}
+			}
+		}
+	} else {
+		ns, err := bench.ParseSizes(sizes)
+		if err != nil {
+			return err
+		}
+		for _, c := range []float64{0, churn} {
+			if c == churn && churn == 0 {
+				break
+			}
+			for _, n := range ns {
+				fmt.Fprintf(os.Stderr, "plot: network of %d agents, churn %.0f%%...", n, c*100)
+				r, err := bench.RunNetwork(context.Background(), bench.NetworkOptions{Nodes: n, Churn: c})
+				if err != nil {
+					d.Errors = append(d.Errors, err.Error())
+					fmt.Fprintln(os.Stderr, " error:", err)
+					continue
+				}
+				if err := r.Err(); err != nil {
+					d.Errors = append(d.Errors, err.Error())
+				}
+				fmt.Fprintf(os.Stderr, " lookups %.1f%%, hops p50 %.0f, first contact p50 %.0f ms, failed %d\n",
+					r.LookupSuccessRate*100, r.LookupHopsP50, r.FirstContactMsP50, r.SessionsFailed)
+				if c > 0 {
+					d.Churn = append(d.Churn, r)
+				} else {
+					d.NoChurn = append(d.NoChurn, r)
+				}
+			}
+		}
+	}
+	for _, rs := range [][]*bench.NetworkResult{d.NoChurn, d.Churn} {
+		sort.Slice(rs, func(i, j int) bool { return rs[i].Nodes < rs[j].Nodes })
+	}
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return err
+	}
+	js, err := json.MarshalIndent(d, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, "perf-network.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(out, "perf-network.svg"), []byte(networkChart(d)), 0o644); err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "plot: wrote %s/perf-network.json, perf-network.svg\n", out)
+	if len(d.Errors) > 0 {
+		return errors.New(strings.Join(d.Errors, "; "))
+	}
+	return nil
+}
+
+// networkChart stacks four charts against the network size: lookup
+// success, hops, lookup time (with a log N reference) and first contact.
+func networkChart(d *NetworkData) string {
+	base := d.NoChurn
+	if len(base) == 0 {
+		base = d.Churn
+	}
+	var xs []string
+	for _, r := range base {
+		xs = append(xs, fmt.Sprint(r.Nodes))
+	}
+	pick := func(rs []*bench.NetworkResult, f func(*bench.NetworkResult) float64) []float64 {
+		by := map[int]float64{}
+		for _, r := range rs {
+			by[r.Nodes] = f(r)
+		}
+		var ys []float64
+		for _, r := range base {
+			y, ok := by[r.Nodes]
+			if !ok {
+				y = math.NaN()
+			}
+			ys = append(ys, y)
+		}
+		return ys
+	}
+	churnName := "with churn (live agents)"
+	if len(d.Churn) > 0 {
+		churnName = fmt.Sprintf("%.0f%% churn (live agents)", d.Churn[0].Churn*100)
+	}
+	success := pick(d.NoChurn, func(r *bench.NetworkResult) float64 { return r.LookupSuccessRate * 100 })
+	var notes []string
+	for _, y := range success {
+		notes = append(notes, fmt.Sprintf("%.1f%%", y))
+	}
+	// The log N reference goes through the first no-churn point.
+	var ref []float64
+	lp50 := pick(d.NoChurn, func(r *bench.NetworkResult) float64 { return r.LookupMsP50 })
+	if len(base) > 0 && len(lp50) > 0 && !math.IsNaN(lp50[0]) {
+		for _, r := range base {
+			ref = append(ref, lp50[0]*math.Log2(float64(r.Nodes))/math.Log2(float64(base[0].Nodes)))
+		}
+	}
+	charts := []string{
+		lineChart("Lookup success vs network size (lookups of random agents by random agents)", "agents", "% found", xs, []series{
+			{"no churn", success, "#2ca02c"},
+			{churnName, pick(d.Churn, func(r *bench.NetworkResult) float64 { return r.LookupSuccessRate * 100 }), "#d62728"},
+		}, notes),
+		lineChart("Lookup hops vs network size (query-path depth of the closest peer that answered)", "agents", "hops", xs, []series{
+			{"p50 no churn", pick(d.NoChurn, func(r *bench.NetworkResult) float64 { return r.LookupHopsP50 }), "#1f77b4"},
+			{"p90 no churn", pick(d.NoChurn, func(r *bench.NetworkResult) float64 { return r.LookupHopsP90 }), "#ff7f0e"},
+			{"p50 " + churnName, pick(d.Churn, func(r *bench.NetworkResult) float64 { return r.LookupHopsP50 }), "#d62728"},
+		}, nil),
+		lineChart("Lookup time vs network size", "agents", "ms", xs, []series{
+			{"p50 no churn", lp50, "#1f77b4"},
+			{"p50 " + churnName, pick(d.Churn, func(r *bench.NetworkResult) float64 { return r.LookupMsP50 }), "#d62728"},
+			{"log2 N through the first point", ref, "#999999"},
+		}, nil),
+		lineChart("First contact vs network size (lookup + dial + 2-party signed offer)", "agents", "ms", xs, []series{
+			{"p50 no churn", pick(d.NoChurn, func(r *bench.NetworkResult) float64 { return r.FirstContactMsP50 }), "#9467bd"},
+			{"p99 no churn", pick(d.NoChurn, func(r *bench.NetworkResult) float64 { return r.FirstContactMsP99 }), "#8c564b"},
+			{"p50 " + churnName, pick(d.Churn, func(r *bench.NetworkResult) float64 { return r.FirstContactMsP50 }), "#d62728"},
+		}, nil),
+	}
+	const w, h = 720.0, 420.0
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%.0f" height="%.0f" viewBox="0 0 %.0f %.0f">`+"\n", w, h*float64(len(charts)), w, h*float64(len(charts)))
+	for i, c := range charts {
+		fmt.Fprintf(&b, `<g transform="translate(0 %.0f)">`+"\n", h*float64(i))
+		b.WriteString(c)
+		b.WriteString("</g>\n")
+	}
+	b.WriteString("</svg>\n")
+	return b.String()
+}
