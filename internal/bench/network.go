@@ -288,6 +288,9 @@ type NetworkResult struct {
 	// first node, divided by Nodes.
 	HeapMiBPerNode    float64 `json:"heap_mib_per_node"`
 	GoroutinesPerNode float64 `json:"goroutines_per_node"`
+	// MockLinksMiB is the heap of the mock network's links (one per pair
+	// of hosts, a simulation artefact), left out of HeapMiBPerNode.
+	MockLinksMiB float64 `json:"mock_links_mib,omitempty"`
 
 	// Churn: agents that went down, and came back with a new host.
 	ChurnDeparted int `json:"churn_departed"`
@@ -376,7 +379,8 @@ type netRun struct {
 	terms  []byte
 	prog   *setupReporter
 
-	setupEnd time.Time // the last node started
+	setupEnd   time.Time // the last node started
+	linksBytes int64     // heap of the mock network's links
 	// halfAt is when half the nodes had started: a record published
 	// after it is held by peers that are still among the closest to its
 	// key once the network is whole.
@@ -466,7 +470,8 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 	runtime.GC()
 	var ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms1)
-	res.HeapMiBPerNode = round3(float64(int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc)) / (1 << 20) / float64(opts.Nodes))
+	res.MockLinksMiB = round3(float64(nw.linksBytes) / (1 << 20))
+	res.HeapMiBPerNode = round3(float64(int64(ms1.HeapAlloc)-int64(ms0.HeapAlloc)-nw.linksBytes) / (1 << 20) / float64(opts.Nodes))
 	res.GoroutinesPerNode = round3(float64(runtime.NumGoroutine()-g0) / float64(opts.Nodes))
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
@@ -517,9 +522,15 @@ func (nw *netRun) startAll(ctx context.Context) error {
 			}
 			a.lh = h
 		}
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
 		if err := nw.mn.LinkAll(); err != nil {
 			return fmt.Errorf("bench: link mock hosts: %w", err)
 		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		nw.linksBytes = int64(after.HeapAlloc) - int64(before.HeapAlloc)
 	}
 	total := len(nw.agents)
 	if err := nw.startNode(ctx, nw.agents[0], nil); err != nil {
