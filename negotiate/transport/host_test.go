@@ -289,6 +289,8 @@ func TestHostConfigErrors(t *testing.T) {
 		{"no key", Config{}, "Key (the agent key) is required"},
 		{"bad bootstrap", Config{Key: key, Bootstrap: []string{"/ip4/127.0.0.1/tcp/1"}}, "bootstrap address"},
 		{"bad listen", Config{Key: key, Listen: []string{"/nonsense"}}, "start libp2p"},
+		{"short record lifetime", Config{Key: key, RecordLifetime: time.Second}, "record lifetime 1s"},
+		{"long record lifetime", Config{Key: key, RecordLifetime: 2 * AgentRecordLifetime}, "record lifetime 2h0m0s"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
