@@ -13,6 +13,9 @@ const (
 )
 
 // neededFDs estimates the open files a run of nodes nodes needs.
-func neededFDs(nodes int) uint64 {
-	return uint64(nodes*min(nodes-1, connsPerNode*3/2) + nodes*fdsPerNode + fdsSpare)
+func neededFDs(nodes int) uint64 { return neededFDsFor(nodes, connsPerNode) }
+
+// neededFDsFor is neededFDs for nodes keeping up to conns connections each.
+func neededFDsFor(nodes, conns int) uint64 {
+	return uint64(nodes*min(nodes-1, conns*3/2) + nodes*fdsPerNode + fdsSpare)
 }

@@ -9,8 +9,11 @@ import (
 
 // ensureFDs raises this process's open-file limit to what nodes nodes
 // need, or says what to do when it cannot.
-func ensureFDs(nodes int) error {
-	need := neededFDs(nodes)
+func ensureFDs(nodes int) error { return ensureFDsFor(nodes, connsPerNode) }
+
+// ensureFDsFor is ensureFDs for nodes keeping up to conns connections each.
+func ensureFDsFor(nodes, conns int) error {
+	need := neededFDsFor(nodes, conns)
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return nil // cannot tell: let the run try

@@ -419,7 +419,7 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 		defer debug.SetGCPercent(debug.SetGCPercent(opts.GCPercent))
 	}
 	if opts.Transport == TransportTCP {
-		if err := ensureFDs(opts.Nodes); err != nil {
+		if err := ensureFDsFor(opts.Nodes, networkConnsPerNode); err != nil {
 			return nil, err
 		}
 	}
