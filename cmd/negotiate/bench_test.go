@@ -41,3 +41,19 @@ func TestBenchCommand(t *testing.T) {
 		{name: "one party", args: []string{"bench", "--parties", "1"}, code: 2, stderr: "parties"},
 	})
 }
+
+// TestBenchNetworkFlags checks that `bench --network` refuses bad flags
+// with exit 2 and a message naming the flag, before starting anything.
+func TestBenchNetworkFlags(t *testing.T) {
+	runCLICases(t, []cliCase{
+		{name: "too small", args: []string{"bench", "--network", "2"}, code: 2, stderr: "network of 2 nodes"},
+		{name: "not a size", args: []string{"bench", "--network", "50,lots"}, code: 2, stderr: `network size "lots"`},
+		{name: "churn too high", args: []string{"bench", "--network", "50", "--churn", "80%"}, code: 2, stderr: `churn "80%"`},
+		{name: "churn not a share", args: []string{"bench", "--network", "50", "--churn", "some"}, code: 2, stderr: "want a share"},
+		{name: "churn without network", args: []string{"bench", "--churn", "10%"}, code: 2, stderr: "--churn needs --network"},
+		{name: "quic", args: []string{"bench", "--network", "50", "--transport", "quic"}, code: 2, stderr: `network transport "quic"`},
+		{name: "parties", args: []string{"bench", "--network", "50", "--parties", "3"}, code: 2, stderr: "--parties does not apply to --network"},
+		{name: "short lifetime", args: []string{"bench", "--network", "50", "--record-lifetime", "1s"}, code: 2, stderr: "record lifetime 1s"},
+		{name: "sweep profile", args: []string{"bench", "--network", "50,100", "--cpuprofile", "x.prof"}, code: 2, stderr: "one network size"},
+	})
+}

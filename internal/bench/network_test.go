@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 )
@@ -45,5 +46,27 @@ func TestNetworkChurn(t *testing.T) {
 	}
 	if res.ChainsVerified != 60 {
 		t.Errorf("%d of 60 chains verified: %v", res.ChainsVerified, res.ChainsBroken)
+	}
+}
+
+func TestParseSizesAndChurn(t *testing.T) {
+	sizes, err := ParseSizes("50, 100,1000")
+	if err != nil || len(sizes) != 3 || sizes[0] != 50 || sizes[2] != 1000 {
+		t.Fatalf("ParseSizes: %v, %v", sizes, err)
+	}
+	for _, bad := range []string{"", "0", "-5", "50,,100", "ten"} {
+		if _, err := ParseSizes(bad); !errors.Is(err, ErrBadOptions) {
+			t.Errorf("ParseSizes(%q): %v, want ErrBadOptions", bad, err)
+		}
+	}
+	for in, want := range map[string]float64{"10%": 0.1, "0.1": 0.1, "0": 0, "50%": 0.5} {
+		if got, err := ParseChurn(in); err != nil || got != want {
+			t.Errorf("ParseChurn(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"51%", "-1%", "0.9", "x"} {
+		if _, err := ParseChurn(bad); !errors.Is(err, ErrBadOptions) {
+			t.Errorf("ParseChurn(%q): %v, want ErrBadOptions", bad, err)
+		}
 	}
 }
