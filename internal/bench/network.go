@@ -86,6 +86,9 @@ const (
 	settleGrowth = 0.005
 	// churnStep is the pause between two agents going down.
 	churnStep = 20 * time.Millisecond
+	// churnLookupPause spaces a worker's lookups once --lookups are done
+	// while the churn goes on.
+	churnLookupPause = 250 * time.Millisecond
 	// expiryMargin is waited on top of the record lifetime before the
 	// records of departed agents are checked.
 	expiryMargin = 2 * time.Second
@@ -764,11 +767,17 @@ func (nw *netRun) measureLookups(ctx context.Context, res *NetworkResult) {
 	issued := 0
 	next := func() bool {
 		mu.Lock()
-		defer mu.Unlock()
 		if ctx.Err() != nil || (issued >= nw.opts.Lookups && churnDone.Load()) {
+			mu.Unlock()
 			return false
 		}
 		issued++
+		extra := issued > nw.opts.Lookups
+		mu.Unlock()
+		if extra {
+			// Lookups are done, the churn is not: keep looking, slowly.
+			time.Sleep(churnLookupPause)
+		}
 		return true
 	}
 	for w := 0; w < nw.opts.Concurrency; w++ {
