@@ -184,6 +184,9 @@ func printNetworkRow(w io.Writer, r *bench.NetworkResult) {
 	for _, f := range r.LookupFailures {
 		fmt.Fprintf(w, "  lookup failed: %s\n", f)
 	}
+	for _, f := range r.DepartedFailures {
+		fmt.Fprintf(w, "  departed probe failed: %s\n", f)
+	}
 	for _, f := range r.FailReasons {
 		fmt.Fprintf(w, "  session failed: %s\n", f)
 	}

@@ -304,6 +304,9 @@ type NetworkResult struct {
 	DepartedProbes   int       `json:"departed_probes"`
 	DepartedProbesOK int       `json:"departed_probes_ok"`
 	DepartedProbeMs  Quantiles `json:"departed_probe_ms"`
+	// DepartedFailures are the first probes that did not fail as they
+	// must, with their error.
+	DepartedFailures []string `json:"departed_failures,omitempty"`
 	// ExpiredLookups counts lookups, one record lifetime after the last
 	// departure, of agents that stayed away; ExpiredServed those that
 	// still returned a record (must be 0).
@@ -802,7 +805,7 @@ func (nw *netRun) measureLookups(ctx context.Context, res *NetworkResult) {
 				nw.used[[2]int{from.idx, to.idx}] = true
 				nw.mu.Unlock()
 				if state == stateDown {
-					ok, took := nw.probeDeparted(ctx, fromNode, to)
+					ok, took, perr := nw.probeDeparted(ctx, fromNode, to)
 					mu.Lock()
 					if to.epoch.Load() != epoch {
 						res.LookupsInTransition++
@@ -810,6 +813,8 @@ func (nw *netRun) measureLookups(ctx context.Context, res *NetworkResult) {
 						res.DepartedProbes++
 						if ok {
 							res.DepartedProbesOK++
+						} else if len(res.DepartedFailures) < maxFailReasons {
+							res.DepartedFailures = append(res.DepartedFailures, perr.Error())
 						}
 						probes = append(probes, took)
 					}
@@ -920,7 +925,7 @@ func (nw *netRun) lookupOnce(ctx context.Context, from *negotiate.Node, to *netA
 
 // probeDeparted pings a departed agent: it must fail with "agent not
 // found" or "unreachable" within the lookup timeout.
-func (nw *netRun) probeDeparted(ctx context.Context, from *negotiate.Node, to *netAgent) (bool, time.Duration) {
+func (nw *netRun) probeDeparted(ctx context.Context, from *negotiate.Node, to *netAgent) (bool, time.Duration, error) {
 	pctx, cancel := context.WithTimeout(ctx, nw.opts.LookupTimeout)
 	defer cancel()
 	start := time.Now()
@@ -928,10 +933,13 @@ func (nw *netRun) probeDeparted(ctx context.Context, from *negotiate.Node, to *n
 	took := time.Since(start)
 	ok := err != nil && (errors.Is(err, transport.ErrAgentNotFound) || errors.Is(err, transport.ErrUnreachable)) &&
 		took <= nw.opts.LookupTimeout+time.Second
-	if !ok && nw.opts.Logger != nil {
-		nw.opts.Logger.Warn("probe of a departed agent", "agent", to.id.Short(), "err", err, "took", took)
+	if !ok {
+		if err == nil {
+			err = errors.New("the ping was answered")
+		}
+		err = fmt.Errorf("ping of departed agent %d (%s) from %s after %v: %w", to.idx, to.id.Short(), from.AgentID().Short(), took.Round(time.Millisecond), err)
 	}
-	return ok, took
+	return ok, took, err
 }
 
 // churn takes the victims down one by one, then brings half of them back
