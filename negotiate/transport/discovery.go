@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -420,7 +421,9 @@ func (h *Host) hostPublishLoop() {
 		if h.ctx.Err() != nil {
 			return
 		}
-		next := min(interval, h.lifetime/3)
+		// ±25 % jitter: nodes started together (a restarted site, a
+		// simulation) would otherwise all republish at the same moments.
+		next := time.Duration(float64(min(interval, h.lifetime/3)) * (0.75 + 0.5*rand.Float64()))
 		if err != nil {
 			h.log.Debug("publish agent record", "err", err, "retry_in", retry)
 			next = retry
