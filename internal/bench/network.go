@@ -312,6 +312,9 @@ type NetworkResult struct {
 	// still returned a record (must be 0).
 	ExpiredLookups int `json:"expired_lookups"`
 	ExpiredServed  int `json:"expired_records_served"`
+	// ExpiredLookupErrors counts those lookups that failed otherwise than
+	// "not found" (a timeout): no record served, but not a clean answer.
+	ExpiredLookupErrors int `json:"expired_lookup_errors"`
 	// LookupsInTransition counts lookups whose target went down or came
 	// back while they ran (counted neither way).
 	LookupsInTransition int `json:"lookups_in_transition"`
@@ -1207,10 +1210,17 @@ func (nw *netRun) checkExpiry(ctx context.Context, res *NetworkResult) {
 		info, err := from.Host().Lookup(lctx, a.id)
 		cancel()
 		res.ExpiredLookups++
-		if err == nil || !errors.Is(err, transport.ErrAgentNotFound) {
+		switch {
+		case err == nil:
 			res.ExpiredServed++
-			if nw.opts.Logger != nil {
-				nw.opts.Logger.Warn("record of a departed agent still served", "agent", a.id.Short(), "err", err, "record", info)
+			if len(res.DepartedFailures) < 2*maxFailReasons {
+				res.DepartedFailures = append(res.DepartedFailures, fmt.Sprintf("record of agent %d (%s), gone for a record lifetime, served: expires %s",
+					a.idx, a.id.Short(), time.UnixMilli(info.Expires).UTC().Format(time.RFC3339Nano)))
+			}
+		case !errors.Is(err, transport.ErrAgentNotFound):
+			res.ExpiredLookupErrors++
+			if len(res.DepartedFailures) < 2*maxFailReasons {
+				res.DepartedFailures = append(res.DepartedFailures, fmt.Sprintf("lookup of agent %d (%s), gone for a record lifetime: %v", a.idx, a.id.Short(), err))
 			}
 		}
 	}
