@@ -122,6 +122,9 @@ func benchNetworkAction(c *cli.Context) error {
 		}
 		sweep.Runs = append(sweep.Runs, res)
 		if !wantJSON(c) {
+			if res.NoChurn != nil {
+				printNetworkRow(c.App.Writer, res.NoChurn)
+			}
 			printNetworkRow(c.App.Writer, res)
 		}
 		if err := res.Err(); err != nil {

@@ -320,13 +320,23 @@ type NetworkResult struct {
 	LookupsInTransition int `json:"lookups_in_transition"`
 
 	ElapsedSec float64 `json:"elapsed_sec"`
+
+	// NoChurn, in a run with churn, holds the figures of the same network
+	// measured first without churn (same field names; its chain figures
+	// are those of the one check after both phases).
+	NoChurn *NetworkResult `json:"no_churn,omitempty"`
 }
 
-// Err is nil when every session committed, every chain is sound, and
-// departed agents failed as they must; else it wraps ErrSessionsFailed or
+// Err is nil when every session committed (in both phases of a run with
+// churn), every chain is sound, and departed agents failed as they must; else it wraps ErrSessionsFailed or
 // ErrChainsBroken, or says what went wrong with the departed agents.
 func (r *NetworkResult) Err() error {
 	var errs []error
+	if r.NoChurn != nil {
+		if err := r.NoChurn.Err(); err != nil {
+			errs = append(errs, fmt.Errorf("before the churn: %w", err))
+		}
+	}
 	if r.SessionsFailed > 0 || r.FirstContactCommitted < r.FirstContacts {
 		errs = append(errs, fmt.Errorf("%w: %d of %d sessions and %d of %d first contacts (%v)", ErrSessionsFailed,
 			r.SessionsFailed, r.SessionsCommitted+r.SessionsFailed, r.FirstContacts-r.FirstContactCommitted, r.FirstContacts, r.FailReasons))
@@ -486,12 +496,25 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 		return nil, ctx.Err()
 	}
 
-	nw.measureLookups(ctx, res)
+	if opts.Churn > 0 {
+		// The same settled network is first measured without churn.
+		base := *res
+		base.Churn = 0
+		nw.measureLookups(ctx, &base, false)
+		nw.firstContacts(ctx, &base)
+		nw.sessions(ctx, &base)
+		res.NoChurn = &base
+	}
+	nw.measureLookups(ctx, res, opts.Churn > 0)
 	nw.firstContacts(ctx, res)
 	nw.sessions(ctx, res)
 	nw.checkExpiry(ctx, res)
 	nw.checkChains(ctx, res)
 	res.ElapsedSec = round3(time.Since(begin).Seconds())
+	if b := res.NoChurn; b != nil {
+		// One chain check after both phases covers both.
+		b.ChainsVerified, b.ChainsBroken, b.LocksLeft, b.ElapsedSec = res.ChainsVerified, res.ChainsBroken, res.LocksLeft, res.ElapsedSec
+	}
 	return res, ctx.Err()
 }
 
@@ -755,11 +778,11 @@ func (nw *netRun) liveSource(stableOnly bool) *netAgent {
 }
 
 // measureLookups runs the lookups (and the churn, if any, meanwhile).
-func (nw *netRun) measureLookups(ctx context.Context, res *NetworkResult) {
+func (nw *netRun) measureLookups(ctx context.Context, res *NetworkResult, churn bool) {
 	var churnDone atomic.Bool
-	churnDone.Store(nw.opts.Churn == 0)
+	churnDone.Store(!churn)
 	var wg sync.WaitGroup
-	if nw.opts.Churn > 0 {
+	if churn {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

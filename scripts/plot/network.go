@@ -23,6 +23,19 @@ type NetworkData struct {
 	Errors  []string               `json:"errors,omitempty"`
 }
 
+// add files a run by churn; a churn run's no-churn phase goes with the
+// no-churn runs, unless a run of its own covers that size.
+func (d *NetworkData) add(r *bench.NetworkResult) {
+	if r.Churn > 0 {
+		d.Churn = append(d.Churn, r)
+		if r.NoChurn != nil {
+			d.NoChurn = append(d.NoChurn, r.NoChurn)
+		}
+		return
+	}
+	d.NoChurn = append(d.NoChurn, r)
+}
+
 // sweepFile is what `negotiate bench --network --out FILE` writes.
 type sweepFile struct {
 	Date string                 `json:"date"`
@@ -42,11 +55,7 @@ func runNetwork(out, sizes string, churn float64, from string) error {
 				return fmt.Errorf("%s: %w", path, err)
 			}
 			for _, r := range f.Runs {
-				if r.Churn > 0 {
-					d.Churn = append(d.Churn, r)
-				} else {
-					d.NoChurn = append(d.NoChurn, r)
-				}
+				d.add(r)
 			}
 		}
 	} else {
@@ -54,10 +63,8 @@ func runNetwork(out, sizes string, churn float64, from string) error {
 		if err != nil {
 			return err
 		}
-		for _, c := range []float64{0, churn} {
-			if c == churn && churn == 0 {
-				break
-			}
+		// A run with churn measures the same network without churn first.
+		for _, c := range []float64{churn} {
 			for _, n := range ns {
 				fmt.Fprintf(os.Stderr, "plot: network of %d agents, churn %.0f%%...", n, c*100)
 				r, err := bench.RunNetwork(context.Background(), bench.NetworkOptions{Nodes: n, Churn: c})
@@ -71,17 +78,11 @@ func runNetwork(out, sizes string, churn float64, from string) error {
 				}
 				fmt.Fprintf(os.Stderr, " lookups %.1f%%, hops p50 %.0f, first contact p50 %.0f ms, failed %d\n",
 					r.LookupSuccessRate*100, r.LookupHopsP50, r.FirstContactMsP50, r.SessionsFailed)
-				if c > 0 {
-					d.Churn = append(d.Churn, r)
-				} else {
-					d.NoChurn = append(d.NoChurn, r)
-				}
+				d.add(r)
 			}
 		}
 	}
-	for _, rs := range [][]*bench.NetworkResult{d.NoChurn, d.Churn} {
-		sort.Slice(rs, func(i, j int) bool { return rs[i].Nodes < rs[j].Nodes })
-	}
+	d.NoChurn, d.Churn = bySize(d.NoChurn), bySize(d.Churn)
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return err
 	}
@@ -176,4 +177,18 @@ func networkChart(d *NetworkData) string {
 	}
 	b.WriteString("</svg>\n")
 	return b.String()
+}
+
+// bySize sorts runs by size and keeps the last run of each size.
+func bySize(rs []*bench.NetworkResult) []*bench.NetworkResult {
+	last := map[int]*bench.NetworkResult{}
+	for _, r := range rs {
+		last[r.Nodes] = r
+	}
+	var out []*bench.NetworkResult
+	for _, r := range last {
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Nodes < out[j].Nodes })
+	return out
 }
