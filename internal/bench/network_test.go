@@ -44,6 +44,12 @@ func TestNetworkChurn(t *testing.T) {
 	if res.SessionsCommitted != 20 || res.FirstContactCommitted != 10 {
 		t.Errorf("committed %d sessions and %d first contacts, want 20 and 10", res.SessionsCommitted, res.FirstContactCommitted)
 	}
+	if b := res.NoChurn; b == nil {
+		t.Error("no measurement before the churn")
+	} else if b.LookupSuccessRate < 0.99 || b.SessionsCommitted != 20 || b.SessionsFailed != 0 {
+		t.Errorf("before the churn: lookup success %.3f, %d committed and %d failed sessions; want >= 0.99, 20 and 0",
+			b.LookupSuccessRate, b.SessionsCommitted, b.SessionsFailed)
+	}
 	if res.ChainsVerified != 60 {
 		t.Errorf("%d of 60 chains verified: %v", res.ChainsVerified, res.ChainsBroken)
 	}
