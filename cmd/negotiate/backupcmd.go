@@ -252,33 +252,26 @@ func chainRecoverCommand() *cli.Command {
 			if err != nil {
 				return usageErr("--from: %v", err)
 			}
-			h, err := homeOf(c)
-			if err != nil {
-				return err
-			}
-			cl, err := h.needNode(c.Context)
-			if err != nil {
-				return err
-			}
-			defer cl.Close()
-			var res negotiate.RecoverResult
-			ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout")+5*time.Second)
-			defer cancel()
-			if err := cl.Do(ctx, "POST", "/v1/chain/recover", recoverRequest{From: from, TimeoutMS: c.Duration("timeout").Milliseconds()}, &res); err != nil {
-				return err
-			}
-			if wantJSON(c) {
-				return printJSON(c, res)
-			}
-			if len(res.Appended) == 0 {
-				fmt.Fprintf(c.App.Writer, "%s holds no record of this agent above seq %d\n", from, res.Head.Seq)
-			} else {
-				fmt.Fprintf(c.App.Writer, "recovered %d records from %s: seqs %d to %d; head %d\n", len(res.Appended), from, res.Appended[0], res.Appended[len(res.Appended)-1], res.Head.Seq)
-			}
-			if res.Behind != "" {
-				fmt.Fprintf(c.App.ErrWriter, "still behind: %s\n", res.Behind)
-			}
-			return nil
+			return withNode(c, func(cl *control.Client) error {
+				var res negotiate.RecoverResult
+				ctx, cancel := context.WithTimeout(c.Context, c.Duration("timeout")+5*time.Second)
+				defer cancel()
+				if err := cl.Do(ctx, "POST", "/v1/chain/recover", recoverRequest{From: from, TimeoutMS: c.Duration("timeout").Milliseconds()}, &res); err != nil {
+					return err
+				}
+				if wantJSON(c) {
+					return printJSON(c, res)
+				}
+				if len(res.Appended) == 0 {
+					fmt.Fprintf(c.App.Writer, "%s holds no record of this agent above seq %d\n", from, res.Head.Seq)
+				} else {
+					fmt.Fprintf(c.App.Writer, "recovered %d records from %s: seqs %d to %d; head %d\n", len(res.Appended), from, res.Appended[0], res.Appended[len(res.Appended)-1], res.Head.Seq)
+				}
+				if res.Behind != "" {
+					fmt.Fprintf(c.App.ErrWriter, "still behind: %s\n", res.Behind)
+				}
+				return nil
+			})
 		},
 	}
 }

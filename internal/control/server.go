@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -427,17 +428,25 @@ func Listen(path string) (net.Listener, error) {
 // waits up to 5 s for requests in flight (their contexts are cancelled) and
 // closes ln (which removes a unix socket).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	return ServeUntilDone(ctx, ln, s, slog.NewLogLogger(s.log.Handler(), slog.LevelWarn), "control")
+}
+
+// ServeUntilDone serves h on ln until ctx is done, then stops accepting and
+// waits up to 5 s for requests in flight (their contexts, derived from ctx,
+// are cancelled); ln is closed. Server errors go to errLog; what names the
+// server in returned errors. The node's dashboard serves through it too.
+func ServeUntilDone(ctx context.Context, ln net.Listener, h http.Handler, errLog *log.Logger, what string) error {
 	hs := &http.Server{
-		Handler:           s,
+		Handler:           h,
 		ReadHeaderTimeout: readHeaderTimeout,
 		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		ErrorLog:          errLog,
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("control: serve: %w", err)
+		return fmt.Errorf("%s: serve: %w", what, err)
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
@@ -447,7 +456,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		err = serr
 	}
 	if err != nil {
-		return fmt.Errorf("control: shutdown: %w", err)
+		return fmt.Errorf("%s: shutdown: %w", what, err)
 	}
 	return nil
 }

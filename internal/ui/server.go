@@ -21,6 +21,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/negotiate-dev/negotiate/internal/control"
 )
 
 // Limits and names of the dashboard server.
@@ -35,11 +37,6 @@ const (
 	tokenBytes = 32
 	// minTokenLen refuses weak tokens given in Options.
 	minTokenLen = 32
-	// readHeaderTimeout bounds a slow client sending its headers.
-	readHeaderTimeout = 5 * time.Second
-	// shutdownTimeout bounds waiting for requests in flight at shutdown
-	// (event streams end at once: their contexts are cancelled).
-	shutdownTimeout = 5 * time.Second
 	// cookieMaxAge keeps a login for a working day.
 	cookieMaxAge = 12 * time.Hour
 )
@@ -352,27 +349,5 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, status int, msg 
 // Serve answers requests on ln until ctx is done, then shuts down (waiting
 // up to 5 s for requests in flight; event streams end with ctx).
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	hs := &http.Server{
-		Handler:           s,
-		ReadHeaderTimeout: readHeaderTimeout,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
-	}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("ui: serve: %w", err)
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	err := hs.Shutdown(sctx)
-	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
-		err = serr
-	}
-	if err != nil {
-		return fmt.Errorf("ui: shutdown: %w", err)
-	}
-	return nil
+	return control.ServeUntilDone(ctx, ln, s, slog.NewLogLogger(s.log.Handler(), slog.LevelDebug), "ui")
 }
