@@ -51,6 +51,7 @@ func TestBenchNetworkFlags(t *testing.T) {
 		{name: "churn too high", args: []string{"bench", "--network", "50", "--churn", "80%"}, code: 2, stderr: `churn "80%"`},
 		{name: "churn not a share", args: []string{"bench", "--network", "50", "--churn", "some"}, code: 2, stderr: "want a share"},
 		{name: "churn without network", args: []string{"bench", "--churn", "10%"}, code: 2, stderr: "--churn needs --network"},
+		{name: "few connections", args: []string{"bench", "--network", "50", "--max-connections", "2"}, code: 2, stderr: "max connections 2"},
 		{name: "quic", args: []string{"bench", "--network", "50", "--transport", "quic"}, code: 2, stderr: `network transport "quic"`},
 		{name: "parties", args: []string{"bench", "--network", "50", "--parties", "3"}, code: 2, stderr: "--parties does not apply to --network"},
 		{name: "short lifetime", args: []string{"bench", "--network", "50", "--record-lifetime", "1s"}, code: 2, stderr: "record lifetime 1s"},

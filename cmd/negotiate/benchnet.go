@@ -19,7 +19,8 @@ func networkFlags() []cli.Flag {
 		&cli.StringFlag{Name: "churn", Usage: "with --network: share of agents that go down while lookups are measured, e.g. 10% (half come back on new addresses)"},
 		&cli.IntFlag{Name: "lookups", Value: bench.DefaultNetworkLookups, Usage: "with --network: lookups to measure"},
 		&cli.IntFlag{Name: "first-contacts", Value: bench.DefaultFirstContacts, Usage: "with --network: first contacts (lookup + dial + 2-party signed offer) to measure"},
-		&cli.DurationFlag{Name: "record-lifetime", Usage: "with --network: agent record lifetime (default 1h, or 1m with --churn)"},
+		&cli.IntFlag{Name: "max-connections", Usage: fmt.Sprintf("with --network: each node's connection manager high watermark, trimmed to half above it (default %d on the mock network, %d on tcp)", bench.DefaultNetworkConns, bench.DefaultTCPNetworkConns)},
+		&cli.DurationFlag{Name: "record-lifetime", Usage: "with --network: agent record lifetime (default 1h; with --churn 1m, or 240ms per agent when longer)"},
 		&cli.DurationFlag{Name: "lookup-timeout", Value: bench.DefaultLookupTimeout, Usage: "with --network: deadline of each lookup"},
 		&cli.DurationFlag{Name: "settle-timeout", Value: bench.DefaultSettleTimeout, Usage: "with --network: longest wait for the DHT to settle"},
 		&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "with --network: seed of the random choices"},
@@ -53,6 +54,7 @@ func benchNetworkAction(c *cli.Context) error {
 		Transport: bench.TransportMock, Churn: churn, Lookups: c.Int("lookups"), FirstContacts: c.Int("first-contacts"),
 		RecordLifetime: c.Duration("record-lifetime"), LookupTimeout: c.Duration("lookup-timeout"),
 		SettleTimeout: c.Duration("settle-timeout"), Scheme: c.String("scheme"), Seed: c.Uint64("seed"),
+		MaxConnections: c.Int("max-connections"),
 	}
 	if c.IsSet("transport") {
 		base.Transport = c.String("transport")
@@ -168,10 +170,10 @@ func writeSweep(f *os.File, s *NetworkSweep) error {
 }
 
 func printNetworkHeader(w io.Writer) {
-	fmt.Fprintf(w, "%6s %-5s %5s | %8s %9s %11s | %11s | %9s | %8s %8s | %9s %6s | %7s\n",
-		"nodes", "net", "churn", "lookup", "hops", "lookup ms", "1st contact", "sessions", "heap MiB", "gorout.", "departed", "expiry", "settle")
-	fmt.Fprintf(w, "%6s %-5s %5s | %8s %9s %11s | %11s | %9s | %8s %8s | %9s %6s | %7s\n",
-		"", "", "", "success", "p50/p90", "p50/p99", "ms p50/p99", "ok/failed", "per node", "per node", "probes ok", "served", "s")
+	fmt.Fprintf(w, "%6s %-5s %5s | %8s %9s %11s %6s | %11s | %9s | %8s %8s | %9s %6s | %7s\n",
+		"nodes", "net", "churn", "lookup", "hops", "lookup ms", "lookup", "1st contact", "sessions", "heap MiB", "gorout.", "departed", "expiry", "settle")
+	fmt.Fprintf(w, "%6s %-5s %5s | %8s %9s %11s %6s | %11s | %9s | %8s %8s | %9s %6s | %7s\n",
+		"", "", "", "success", "p50/p90", "p50/p99", "RTTs", "ms p50/p99", "ok/failed", "per node", "per node", "probes ok", "served", "s")
 }
 
 func printNetworkRow(w io.Writer, r *bench.NetworkResult) {
@@ -180,8 +182,8 @@ func printNetworkRow(w io.Writer, r *bench.NetworkResult) {
 		departed = fmt.Sprintf("%d/%d", r.DepartedProbesOK, r.DepartedProbes)
 		served = fmt.Sprintf("%d/%d", r.ExpiredServed, r.ExpiredLookups)
 	}
-	fmt.Fprintf(w, "%6d %-5s %4.0f%% | %7.2f%% %4.0f/%-4.0f %5.0f/%-5.0f | %5.0f/%-5.0f | %4d/%-4d | %8.2f %8.0f | %9s %6s | %7.0f\n",
-		r.Nodes, r.Transport, r.Churn*100, r.LookupSuccessRate*100, r.LookupHopsP50, r.LookupHopsP90, r.LookupMsP50, r.LookupMsP99,
+	fmt.Fprintf(w, "%6d %-5s %4.0f%% | %7.2f%% %4.0f/%-4.0f %5.0f/%-5.0f %6.1f | %5.0f/%-5.0f | %4d/%-4d | %8.2f %8.0f | %9s %6s | %7.0f\n",
+		r.Nodes, r.Transport, r.Churn*100, r.LookupSuccessRate*100, r.LookupHopsP50, r.LookupHopsP90, r.LookupMsP50, r.LookupMsP99, r.LookupRoundTripsP50,
 		r.FirstContactMsP50, r.FirstContactMsP99, r.SessionsCommitted+r.FirstContactCommitted, r.SessionsFailed+r.FirstContacts-r.FirstContactCommitted,
 		r.HeapMiBPerNode, r.GoroutinesPerNode, departed, served, r.SettleSec)
 	for _, f := range r.LookupFailures {

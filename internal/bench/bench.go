@@ -737,6 +737,18 @@ func (r *setupReporter) step(stage string, total int) {
 	r.fn(stage, r.done[stage], total)
 }
 
+// reset starts the counts of stages again, for a second phase.
+func (r *setupReporter) reset(stages ...string) {
+	if r == nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, s := range stages {
+		delete(r.done, s)
+	}
+}
+
 // resolveOne waits until h resolves the agent of host target through the
 // DHT. After each failed lookup the target publishes its record again: with
 // many nodes starting at once, its first publish may have reached only the

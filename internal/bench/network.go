@@ -60,11 +60,15 @@ const (
 	// with 1.3 MiB of live heap per agent; 200 halves its work for about
 	// 1.5x the heap.
 	DefaultNetworkGCPercent = 200
-	// DefaultChurnRecordLifetime is the agent record lifetime of a run
-	// with churn (transport.Config.RecordLifetime): short, so that the
-	// run can show that a departed agent's record stops being served
-	// without waiting the real hour.
+	// DefaultChurnRecordLifetime is the shortest agent record lifetime
+	// of a run with churn (transport.Config.RecordLifetime): short, so
+	// that the run can show that a departed agent's record stops being
+	// served without waiting the real hour. ChurnRecordLifetime scales it
+	// with the network.
 	DefaultChurnRecordLifetime = time.Minute
+	// churnLifetimePerNode scales the churn runs' record lifetime with
+	// the network size (ChurnRecordLifetime).
+	churnLifetimePerNode = 240 * time.Millisecond
 	// MaxNetworkNodes bounds one run: 1,000 mock nodes take about 5 GiB
 	// here; twice that still fits the machine the bench was written on.
 	MaxNetworkNodes = 2000
@@ -72,10 +76,19 @@ const (
 	MaxChurn = 0.5
 	// networkStartParallel is how many nodes start at once.
 	networkStartParallel = 8
-	// networkConnsPerNode is the connection manager's high watermark of a
-	// TCP network node: every connection costs a file descriptor at both
-	// ends in this one process.
-	networkConnsPerNode = 32
+	// DefaultNetworkConns is the connection manager's high watermark of a
+	// network node (NetworkOptions.MaxConnections). A real node keeps
+	// libp2p's 160 to 192; here every node's connections share one
+	// process: on TCP each costs a file descriptor at both ends, on the
+	// mock network goroutines and buffers at both ends. At 500 agents with
+	// no manager: 401 goroutines and 1.9 MiB of heap per node (5.9 GiB
+	// RSS); with a high watermark of 32: 105 and 1.1 MiB (3.2 GiB), but
+	// lookups re-dial more (p99 1.9 s against 0.2 s).
+	DefaultNetworkConns = 64
+	// DefaultTCPNetworkConns is the default high watermark on TCP: about
+	// two file descriptors per connection and node, and the descriptors
+	// of 250 nodes must fit the process's hard limit.
+	DefaultTCPNetworkConns = 32
 	// settlePoll is how often the settle check samples the network;
 	// settleQuiet is how many samples in a row must show routing tables
 	// that stopped growing (it spans the transport's republish check).
@@ -84,6 +97,9 @@ const (
 	// settleGrowth is the growth of the summed routing-table sizes below
 	// which a sample counts as quiet (relative).
 	settleGrowth = 0.005
+	// roundTripEvery is how many successful lookups go by between two
+	// round-trip samples (NetworkResult.RoundTripMs).
+	roundTripEvery = 4
 	// churnStep is the pause between two agents going down.
 	churnStep = 20 * time.Millisecond
 	// churnLookupPause spaces a worker's lookups once --lookups are done
@@ -116,13 +132,20 @@ type NetworkOptions struct {
 	// Concurrency is how many lookups and how many sessions run at once
 	// (default DefaultNetworkConcurrency).
 	Concurrency int
+	// MaxConnections is every node's connection manager high watermark
+	// (transport.Config.MaxConnections; on the mock network a
+	// connection manager of the same watermarks wraps the mock host,
+	// which has none of its own); above it a node closes its least useful
+	// connections down to half. Default DefaultNetworkConns on the mock
+	// network, DefaultTCPNetworkConns on TCP.
+	MaxConnections int
 	// Churn is the share of agents (0 to MaxChurn) that go down during the
 	// measured lookups; half of them come back on a new libp2p host (new
 	// peer ID and addresses) with the same key and chain.
 	Churn float64
 	// RecordLifetime is every node's agent record lifetime
 	// (transport.Config.RecordLifetime). Zero: transport.AgentRecordLifetime
-	// without churn, DefaultChurnRecordLifetime with churn.
+	// without churn, ChurnRecordLifetime(Nodes) with churn.
 	RecordLifetime time.Duration
 	// LookupTimeout bounds each lookup and probe (default
 	// DefaultLookupTimeout); SessionTimeout each session (default
@@ -170,10 +193,16 @@ func (o *NetworkOptions) Validate() error {
 	if o.Concurrency == 0 {
 		o.Concurrency = DefaultNetworkConcurrency
 	}
+	if o.MaxConnections == 0 {
+		o.MaxConnections = DefaultNetworkConns
+		if o.Transport == TransportTCP {
+			o.MaxConnections = DefaultTCPNetworkConns
+		}
+	}
 	if o.RecordLifetime == 0 {
 		o.RecordLifetime = transport.AgentRecordLifetime
 		if o.Churn > 0 {
-			o.RecordLifetime = DefaultChurnRecordLifetime
+			o.RecordLifetime = ChurnRecordLifetime(o.Nodes)
 		}
 	}
 	if o.LookupTimeout <= 0 {
@@ -203,6 +232,8 @@ func (o *NetworkOptions) Validate() error {
 		return fmt.Errorf("%w: lookups %d, first contacts %d, sessions %d: lookups must be positive, the others not negative", ErrBadOptions, o.Lookups, o.FirstContacts, o.Sessions)
 	case o.Concurrency < 1 || o.Concurrency > MaxConcurrency:
 		return fmt.Errorf("%w: concurrency %d: use 1 to %d", ErrBadOptions, o.Concurrency, MaxConcurrency)
+	case o.MaxConnections < minNetworkConns || o.MaxConnections > maxNetworkConns:
+		return fmt.Errorf("%w: max connections %d: use %d to %d", ErrBadOptions, o.MaxConnections, minNetworkConns, maxNetworkConns)
 	case o.Churn < 0 || o.Churn > MaxChurn:
 		return fmt.Errorf("%w: churn %.3g: use 0 to %.0f%%", ErrBadOptions, o.Churn, MaxChurn*100)
 	case o.RecordLifetime < transport.MinRecordLifetime || o.RecordLifetime > transport.AgentRecordLifetime:
@@ -216,18 +247,34 @@ func (o *NetworkOptions) Validate() error {
 	return nil
 }
 
+// ChurnRecordLifetime is the default record lifetime of a run with churn
+// of n agents: DefaultChurnRecordLifetime, or 240 ms per agent when that
+// is longer (4 minutes at 1,000). A node republishes its record every
+// third of its lifetime, so n nodes make 3n/lifetime publishes a second,
+// each a DHT lookup and 20 stores, all on this one machine's cores: at
+// 1,000 agents and 1 minute that is 50 a second, and the republishing
+// alone saturated two cores (lookups past their 10 s deadline, 13 of 100
+// sessions failed). Scaling the lifetime keeps the rate at the 12.5 a
+// second of a 250-agent run with a 1-minute lifetime. A real node, alone
+// on its machine with the real hour, republishes every 20 minutes.
+func ChurnRecordLifetime(n int) time.Duration {
+	return max(DefaultChurnRecordLifetime, time.Duration(n)*churnLifetimePerNode)
+}
+
 // NetworkResult is what RunNetwork measured. The JSON field names are
 // stable (docs/performance.md, "Network size"); times are milliseconds
 // unless the name says otherwise.
 type NetworkResult struct {
-	Nodes     int     `json:"nodes"`
-	Transport string  `json:"transport"`
-	Store     string  `json:"store"`
-	Scheme    string  `json:"scheme"`
-	CPUs      int     `json:"cpus"`
-	Seed      uint64  `json:"seed"`
-	BootNodes int     `json:"boot_nodes"`
-	Churn     float64 `json:"churn"`
+	Nodes     int    `json:"nodes"`
+	Transport string `json:"transport"`
+	Store     string `json:"store"`
+	Scheme    string `json:"scheme"`
+	CPUs      int    `json:"cpus"`
+	Seed      uint64 `json:"seed"`
+	BootNodes int    `json:"boot_nodes"`
+	// MaxConnections is every node's connection manager high watermark.
+	MaxConnections int     `json:"max_connections"`
+	Churn          float64 `json:"churn"`
 	// RecordLifetimeSec is the agents' record lifetime.
 	RecordLifetimeSec float64 `json:"record_lifetime_sec"`
 
@@ -240,6 +287,11 @@ type NetworkResult struct {
 	// sizes (peers) once settled.
 	RoutingTableMean float64 `json:"routing_table_mean"`
 	RoutingTableMin  int     `json:"routing_table_min"`
+	// ConnectionsMean and ConnectionsMax are the libp2p connections per
+	// node once settled (bounded by MaxConnections, give or take the
+	// connections still in their grace period).
+	ConnectionsMean float64 `json:"connections_mean"`
+	ConnectionsMax  int     `json:"connections_max"`
 
 	// Lookups counts the measured lookups of live agents; LookupSucceeded
 	// those that returned the agent's current record (its current peer
@@ -260,6 +312,16 @@ type NetworkResult struct {
 	LookupMsP99    float64   `json:"lookup_ms_p99"`
 	LookupMs       Quantiles `json:"lookup_ms"`
 	LookupFailures []string  `json:"lookup_failures,omitempty"`
+	// RoundTripMs is the floor a lookup is measured against, taken in the
+	// same phase under the same load: after every roundTripEvery-th
+	// successful lookup the asking agent pings the agent it found twice
+	// (transport.Host.Ping: a signed direct message and its signed
+	// answer), and the second ping, on the connection and the cached
+	// record the first left, is one sample. LookupRoundTripsP50 is
+	// LookupMsP50 over RoundTripMs.P50: a lookup's cost in round trips,
+	// which the load of N nodes on one machine's cores does not inflate.
+	RoundTripMs         Quantiles `json:"round_trip_ms"`
+	LookupRoundTripsP50 float64   `json:"lookup_round_trips_p50"`
 
 	// FirstContacts counts first contacts (lookup, dial and a 2-party
 	// signed offer to an agent neither side looked up or talked to
@@ -438,7 +500,7 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 		defer debug.SetGCPercent(debug.SetGCPercent(opts.GCPercent))
 	}
 	if opts.Transport == TransportTCP {
-		if err := ensureFDsFor(opts.Nodes, networkConnsPerNode); err != nil {
+		if err := ensureFDsFor(opts.Nodes, opts.MaxConnections); err != nil {
 			return nil, err
 		}
 	}
@@ -453,7 +515,7 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 	}
 	res := &NetworkResult{
 		Nodes: opts.Nodes, Transport: opts.Transport, Store: StoreShared, Scheme: scheme.Name(), CPUs: runtime.NumCPU(),
-		Seed: opts.Seed, BootNodes: bootNodes, Churn: opts.Churn, RecordLifetimeSec: opts.RecordLifetime.Seconds(),
+		Seed: opts.Seed, BootNodes: bootNodes, MaxConnections: opts.MaxConnections, Churn: opts.Churn, RecordLifetimeSec: opts.RecordLifetime.Seconds(),
 	}
 	terms, err := protocol.EncodeTerms(map[string]any{"item": "network widget", "price": 990, "currency": "EUR"})
 	if err != nil {
@@ -504,6 +566,7 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 		nw.firstContacts(ctx, &base)
 		nw.sessions(ctx, &base)
 		res.NoChurn = &base
+		nw.prog.reset("lookups", "first contacts", "sessions")
 	}
 	nw.measureLookups(ctx, res, opts.Churn > 0)
 	nw.firstContacts(ctx, res)
@@ -548,9 +611,9 @@ func (nw *netRun) startAll(ctx context.Context) error {
 	if nw.opts.Transport == TransportMock {
 		nw.mn = mocknet.New()
 		for _, a := range nw.agents {
-			h, err := nw.mn.GenPeer()
+			h, err := nw.newMockHost()
 			if err != nil {
-				return fmt.Errorf("bench: mock host: %w", err)
+				return err
 			}
 			a.lh = h
 		}
@@ -619,9 +682,9 @@ func (nw *netRun) startNode(ctx context.Context, a *netAgent, boot []string) err
 		lh := a.lh
 		a.mu.Unlock()
 		if lh == nil {
-			h, err := nw.mn.GenPeer()
+			h, err := nw.newMockHost()
 			if err != nil {
-				return fmt.Errorf("bench: mock host: %w", err)
+				return err
 			}
 			for _, b := range nw.agents {
 				b.mu.Lock()
@@ -641,7 +704,7 @@ func (nw *netRun) startNode(ctx context.Context, a *netAgent, boot []string) err
 		a.mu.Unlock()
 	} else {
 		hc.Listen = listenAddrs(TransportTCP)
-		hc.MaxConnections = networkConnsPerNode
+		hc.MaxConnections = nw.opts.MaxConnections
 	}
 	cfg := negotiate.NodeConfig{
 		Key: a.key, Chain: a.ch, Policy: negotiate.AcceptAll, Logger: nw.opts.Logger, Host: hc,
@@ -722,8 +785,12 @@ func (nw *netRun) settle(ctx context.Context, res *NetworkResult) bool {
 	nw.mu.Unlock()
 	for {
 		published, total, minRT := 0, 0, -1
+		conns, maxConns := 0, 0
 		for _, a := range nw.agents {
 			n, _ := a.current()
+			c := len(n.Host().Libp2p().Network().Conns())
+			conns += c
+			maxConns = max(maxConns, c)
 			if at, err := n.Host().Published(); !at.IsZero() && err == nil && !at.Before(half) {
 				published++
 			}
@@ -738,6 +805,8 @@ func (nw *netRun) settle(ctx context.Context, res *NetworkResult) bool {
 		}
 		res.RoutingTableMean = round3(float64(total) / float64(len(nw.agents)))
 		res.RoutingTableMin = minRT
+		res.ConnectionsMean = round3(float64(conns) / float64(len(nw.agents)))
+		res.ConnectionsMax = maxConns
 		if published == len(nw.agents) && prev >= 0 && float64(total-prev) <= settleGrowth*float64(prev) {
 			quiet++
 		} else {
@@ -792,7 +861,7 @@ func (nw *netRun) measureLookups(ctx context.Context, res *NetworkResult, churn 
 	}
 	var mu sync.Mutex
 	var samples []lookupSample
-	var probes []time.Duration
+	var probes, rtts []time.Duration
 	issued := 0
 	next := func() bool {
 		mu.Lock()
@@ -855,7 +924,15 @@ func (nw *netRun) measureLookups(ctx context.Context, res *NetworkResult, churn 
 					samples = append(samples, s)
 					nw.prog.step("lookups", nw.opts.Lookups)
 				}
+				floor := s.ok && len(samples)%roundTripEvery == 0
 				mu.Unlock()
+				if floor {
+					if d, ok := nw.roundTrip(ctx, fromNode, to); ok {
+						mu.Lock()
+						rtts = append(rtts, d)
+						mu.Unlock()
+					}
+				}
 			}
 		}()
 	}
@@ -883,6 +960,10 @@ func (nw *netRun) measureLookups(ctx context.Context, res *NetworkResult, churn 
 	res.LookupHopsP50, res.LookupHopsP90 = rankF(hops, 0.5), rankF(hops, 0.9)
 	res.LookupPeersP50 = rankF(queried, 0.5)
 	res.DepartedProbeMs = quantiles(probes)
+	res.RoundTripMs = quantiles(rtts)
+	if res.RoundTripMs.P50 > 0 {
+		res.LookupRoundTripsP50 = round3(res.LookupMsP50 / res.RoundTripMs.P50)
+	}
 }
 
 // lookupOnce looks to up from node (DHT only, no cache) and follows the
@@ -947,6 +1028,19 @@ func (nw *netRun) lookupOnce(ctx context.Context, from *negotiate.Node, to *netA
 		s.hops = depth[closest[0]]
 	}
 	return s
+}
+
+// roundTrip pings to from twice and returns the second ping's round
+// trip (connected, record cached); ok is false if either failed, as a
+// departing agent's may.
+func (nw *netRun) roundTrip(ctx context.Context, from *negotiate.Node, to *netAgent) (time.Duration, bool) {
+	pctx, cancel := context.WithTimeout(ctx, nw.opts.LookupTimeout)
+	defer cancel()
+	if _, err := from.Host().Ping(pctx, to.id); err != nil {
+		return 0, false
+	}
+	d, err := from.Host().Ping(pctx, to.id)
+	return d, err == nil
 }
 
 // probeDeparted pings a departed agent: it must fail with "agent not

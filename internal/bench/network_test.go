@@ -6,6 +6,8 @@ import (
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/negotiate-dev/negotiate/negotiate/transport"
 )
 
 // TestNetworkChurn runs a 60-agent network on the mock network with 10 %
@@ -50,8 +52,51 @@ func TestNetworkChurn(t *testing.T) {
 		t.Errorf("before the churn: lookup success %.3f, %d committed and %d failed sessions; want >= 0.99, 20 and 0",
 			b.LookupSuccessRate, b.SessionsCommitted, b.SessionsFailed)
 	}
+	if res.RoundTripMs.N == 0 || res.LookupRoundTripsP50 <= 0 {
+		t.Errorf("no round-trip floor: %d samples, lookup p50 %.1f round trips", res.RoundTripMs.N, res.LookupRoundTripsP50)
+	}
+	// The connection manager on the mock hosts: trimmed to the watermark,
+	// give or take the connections of the last grace period.
+	if res.ConnectionsMax == 0 || res.ConnectionsMean > float64(res.MaxConnections) {
+		t.Errorf("connections per node: mean %.1f, max %d; want some, and a mean within the watermark %d",
+			res.ConnectionsMean, res.ConnectionsMax, res.MaxConnections)
+	}
 	if res.ChainsVerified != 60 {
 		t.Errorf("%d of 60 chains verified: %v", res.ChainsVerified, res.ChainsBroken)
+	}
+}
+
+func TestChurnRecordLifetime(t *testing.T) {
+	for _, tc := range []struct {
+		nodes int
+		want  time.Duration
+	}{
+		{60, DefaultChurnRecordLifetime},
+		{250, DefaultChurnRecordLifetime},
+		{500, 2 * time.Minute},
+		{1000, 4 * time.Minute},
+	} {
+		if got := ChurnRecordLifetime(tc.nodes); got != tc.want {
+			t.Errorf("ChurnRecordLifetime(%d) = %v, want %v", tc.nodes, got, tc.want)
+		}
+		o := NetworkOptions{Nodes: tc.nodes, Churn: 0.1}
+		if err := o.Validate(); err != nil || o.RecordLifetime != tc.want {
+			t.Errorf("Validate with churn at %d agents: lifetime %v, %v; want %v", tc.nodes, o.RecordLifetime, err, tc.want)
+		}
+	}
+	o := NetworkOptions{Nodes: 1000}
+	if err := o.Validate(); err != nil || o.RecordLifetime != transport.AgentRecordLifetime || o.MaxConnections != DefaultNetworkConns {
+		t.Errorf("Validate without churn: lifetime %v, max connections %d, %v", o.RecordLifetime, o.MaxConnections, err)
+	}
+	o = NetworkOptions{Nodes: 100, Transport: TransportTCP}
+	if err := o.Validate(); err != nil || o.MaxConnections != DefaultTCPNetworkConns {
+		t.Errorf("Validate on TCP: max connections %d, %v; want %d", o.MaxConnections, err, DefaultTCPNetworkConns)
+	}
+	for _, bad := range []int{-1, 2, 5000} {
+		o := NetworkOptions{Nodes: 100, MaxConnections: bad}
+		if err := o.Validate(); !errors.Is(err, ErrBadOptions) {
+			t.Errorf("MaxConnections %d: %v, want ErrBadOptions", bad, err)
+		}
 	}
 }
 

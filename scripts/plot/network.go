@@ -103,8 +103,9 @@ func runNetwork(out, sizes string, churn float64, from string) error {
 	return nil
 }
 
-// networkChart stacks four charts against the network size: lookup
-// success, hops, lookup time (with a log N reference) and first contact.
+// networkChart stacks five charts against the network size: lookup
+// success, hops, lookup time and lookup round trips (each with a log N
+// reference) and first contact.
 func networkChart(d *NetworkData) string {
 	base := d.NoChurn
 	if len(base) == 0 {
@@ -146,6 +147,16 @@ func networkChart(d *NetworkData) string {
 			ref = append(ref, lp50[0]*math.Log2(float64(r.Nodes))/math.Log2(float64(base[0].Nodes)))
 		}
 	}
+	// The same reference for the lookup's cost in round trips (lookup time
+	// over a round trip measured in the same phase, which factors out the
+	// load of N nodes sharing this machine's cores).
+	var refRTT []float64
+	lrtt := pick(d.NoChurn, func(r *bench.NetworkResult) float64 { return nanIfZero(r.LookupRoundTripsP50) })
+	if len(base) > 0 && len(lrtt) > 0 && !math.IsNaN(lrtt[0]) {
+		for _, r := range base {
+			refRTT = append(refRTT, lrtt[0]*math.Log2(float64(r.Nodes))/math.Log2(float64(base[0].Nodes)))
+		}
+	}
 	charts := []string{
 		lineChart("Lookup success vs network size (lookups of random agents by random agents)", "agents", "% found", xs, []series{
 			{"no churn", success, "#2ca02c"},
@@ -160,6 +171,11 @@ func networkChart(d *NetworkData) string {
 			{"p50 no churn", lp50, "#1f77b4"},
 			{"p50 " + churnName, pick(d.Churn, func(r *bench.NetworkResult) float64 { return r.LookupMsP50 }), "#d62728"},
 			{"log2 N through the first point", ref, "#999999"},
+		}, nil),
+		lineChart("Lookup time in round trips vs network size (lookup p50 / signed ping p50, same phase)", "agents", "round trips", xs, []series{
+			{"no churn", lrtt, "#1f77b4"},
+			{churnName, pick(d.Churn, func(r *bench.NetworkResult) float64 { return nanIfZero(r.LookupRoundTripsP50) }), "#d62728"},
+			{"log2 N through the first point", refRTT, "#999999"},
 		}, nil),
 		lineChart("First contact vs network size (lookup + dial + 2-party signed offer)", "agents", "ms", xs, []series{
 			{"p50 no churn", pick(d.NoChurn, func(r *bench.NetworkResult) float64 { return r.FirstContactMsP50 }), "#9467bd"},
@@ -191,4 +207,12 @@ func bySize(rs []*bench.NetworkResult) []*bench.NetworkResult {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Nodes < out[j].Nodes })
 	return out
+}
+
+// nanIfZero leaves out a figure an older run did not measure.
+func nanIfZero(v float64) float64 {
+	if v == 0 {
+		return math.NaN()
+	}
+	return v
 }
