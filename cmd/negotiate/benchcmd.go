@@ -59,7 +59,7 @@ func benchCommand() *cli.Command {
 			&cli.IntFlag{Name: "concurrency", Value: bench.DefaultConcurrency, Usage: "groups running a session at once"},
 			&cli.IntFlag{Name: "pairs", Usage: "groups of agents (default: --concurrency)"},
 			&cli.StringFlag{Name: "scheme", Value: sign.DefaultScheme, Usage: "signature scheme: " + strings.Join(sign.SchemeNames(), ", ")},
-			&cli.DurationFlag{Name: "timeout", Value: bench.DefaultSessionTimeout, Usage: "deadline of each session"},
+			&cli.DurationFlag{Name: "timeout", Value: bench.DefaultSessionTimeout, Usage: "deadline of each session (with --network the default is 60s, as for `negotiate propose`)"},
 			&cli.BoolFlag{Name: "no-pace", Usage: "start sessions as fast as possible, over the per-peer frame limit"},
 			&cli.StringFlag{Name: "store", Value: bench.StoreShared, Usage: "where the chains live: shared (one file, group commit) or per-agent"},
 			&cli.StringFlag{Name: "transport", Value: bench.TransportTCP, Usage: "libp2p transport: tcp, quic or both (with --network: mock, the default there, or tcp)"},

@@ -85,8 +85,9 @@ func TestChurnRecordLifetime(t *testing.T) {
 		}
 	}
 	o := NetworkOptions{Nodes: 1000}
-	if err := o.Validate(); err != nil || o.RecordLifetime != transport.AgentRecordLifetime || o.MaxConnections != DefaultNetworkConns {
-		t.Errorf("Validate without churn: lifetime %v, max connections %d, %v", o.RecordLifetime, o.MaxConnections, err)
+	if err := o.Validate(); err != nil || o.RecordLifetime != transport.AgentRecordLifetime || o.MaxConnections != DefaultNetworkConns ||
+		o.SessionTimeout != DefaultNetworkSessionTimeout {
+		t.Errorf("Validate without churn: lifetime %v, max connections %d, session timeout %v, %v", o.RecordLifetime, o.MaxConnections, o.SessionTimeout, err)
 	}
 	o = NetworkOptions{Nodes: 100, Transport: TransportTCP}
 	if err := o.Validate(); err != nil || o.MaxConnections != DefaultTCPNetworkConns {
