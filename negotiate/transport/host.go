@@ -91,8 +91,8 @@ type Config struct {
 	PeerFrameBurst      float64
 	// MaxConnections, when above zero, is the connection manager's high
 	// watermark: above it the host closes its least useful connections
-	// down to half (peers it protects, such as session counterparties,
-	// stay). Zero keeps libp2p's default (160 to 192). Lower it when many
+	// down to half (the peers that carried session frames in the last 2
+	// minutes are protected and stay). Zero keeps libp2p's default (160 to 192). Lower it when many
 	// hosts share one machine (`negotiate bench` with many pairs), where
 	// every connection costs a file descriptor at both ends.
 	MaxConnections int
@@ -166,17 +166,22 @@ type Host struct {
 	republish chan struct{}
 	lifetime  time.Duration // of this node's record (Config.RecordLifetime)
 
-	mu         sync.Mutex
-	closed     bool
-	session    SessionHandler
-	direct     DirectHandler
-	recordsFn  DirectHandler // answers ContentTypeRecords (the node)
-	out        map[peer.ID]*hostOutStream
-	records    map[sign.AgentID]*hostCachedRecord
-	ownRecord  *protocol.AgentInfo
-	ownSeq     uint64
-	published  time.Time
-	lastPubErr error
+	mu        sync.Mutex
+	closed    bool
+	session   SessionHandler
+	direct    DirectHandler
+	recordsFn DirectHandler // answers ContentTypeRecords (the node)
+	out       map[peer.ID]*hostOutStream
+	// sessionPeers: peers that carried session frames, and when last;
+	// their connections are protected from the connection manager
+	// (hostMarkSessionPeer). sessionSweep: the last sweep of idle ones.
+	sessionPeers map[peer.ID]time.Time
+	sessionSweep time.Time
+	records      map[sign.AgentID]*hostCachedRecord
+	ownRecord    *protocol.AgentInfo
+	ownSeq       uint64
+	published    time.Time
+	lastPubErr   error
 
 	stats hostCounters
 
@@ -284,21 +289,22 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	hctx, cancel := context.WithCancel(context.Background())
 	h := &Host{
-		key:       cfg.Key,
-		self:      cfg.Key.AgentID(),
-		stats:     hostCounters{refusedBy: newRefusalCounters()},
-		h:         lh,
-		log:       logger.With("agent", cfg.Key.AgentID().Short()),
-		now:       now,
-		lim:       newHostLimiter(cfg.PeerFramesPerSecond, cfg.PeerFrameBurst),
-		inbox:     newHostInbox(),
-		ctx:       hctx,
-		cancel:    cancel,
-		republish: make(chan struct{}, 1),
-		lifetime:  lifetime,
-		out:       make(map[peer.ID]*hostOutStream),
-		records:   make(map[sign.AgentID]*hostCachedRecord),
-		ownHost:   owned,
+		key:          cfg.Key,
+		self:         cfg.Key.AgentID(),
+		stats:        hostCounters{refusedBy: newRefusalCounters()},
+		h:            lh,
+		log:          logger.With("agent", cfg.Key.AgentID().Short()),
+		now:          now,
+		lim:          newHostLimiter(cfg.PeerFramesPerSecond, cfg.PeerFrameBurst),
+		inbox:        newHostInbox(),
+		ctx:          hctx,
+		cancel:       cancel,
+		republish:    make(chan struct{}, 1),
+		lifetime:     lifetime,
+		out:          make(map[peer.ID]*hostOutStream),
+		sessionPeers: make(map[peer.ID]time.Time),
+		records:      make(map[sign.AgentID]*hostCachedRecord),
+		ownHost:      owned,
 	}
 	h.guard.Store(protocol.NewReplayGuard(0, 0))
 	if err := h.hostStartDiscovery(ctx, cfg.DHT, bootstrap, cfg.MDNS, cfg.Providers); err != nil {
@@ -611,6 +617,7 @@ func (h *Host) Send(ctx context.Context, to sign.AgentID, frame []byte) error {
 	if err != nil {
 		return fmt.Errorf("negotiate: send to %s: %w", to.Short(), err)
 	}
+	h.hostMarkSessionPeer(pid)
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
@@ -663,6 +670,37 @@ func (h *Host) Send(ctx context.Context, to sign.AgentID, frame []byte) error {
 		}
 		if fresh || attempt > 0 {
 			return fmt.Errorf("negotiate: send to %s: %w: %w", to.Short(), ErrUnreachable, err)
+		}
+	}
+}
+
+// hostMarkSessionPeer protects the connection to pid from the connection
+// manager's trimming (Config.MaxConnections, or libp2p's default manager)
+// while it carries session frames, in either direction: a trimmed
+// connection in the middle of a session costs a dial and, where the
+// stream write was under way, the frame. The protection ends once
+// hostSessionPeerIdle passes without a frame (checked on later calls,
+// at most every quarter of it). Only verified frames mark a sender.
+func (h *Host) hostMarkSessionPeer(pid peer.ID) {
+	now := h.now()
+	cm := h.h.ConnManager()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.sessionPeers[pid]; !ok {
+		if len(h.sessionPeers) >= hostMaxTrackedPeers {
+			return
+		}
+		cm.Protect(pid, hostSessionPeerTag)
+	}
+	h.sessionPeers[pid] = now
+	if now.Sub(h.sessionSweep) < hostSessionPeerIdle/4 {
+		return
+	}
+	h.sessionSweep = now
+	for p, at := range h.sessionPeers {
+		if now.Sub(at) > hostSessionPeerIdle {
+			cm.Unprotect(p, hostSessionPeerTag)
+			delete(h.sessionPeers, p)
 		}
 	}
 }
@@ -742,6 +780,7 @@ func (h *Host) hostHandleSession(s network.Stream) {
 			h.hostRefuse(remote, protocol.ProtocolSession, err)
 			continue
 		}
+		h.hostMarkSessionPeer(remote)
 		h.mu.Lock()
 		fn := h.session
 		h.mu.Unlock()

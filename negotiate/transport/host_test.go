@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
 	p2pproto "github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -621,4 +622,48 @@ func ExampleHost_Send() {
 	fmt.Println(env.Msg.Type, env.Msg.From == bobKey.AgentID(), env.Body.(*protocol.Reject).Reason)
 	// Output:
 	// reject true too expensive
+}
+
+// TestHostProtectsSessionPeers checks that the connection manager may not
+// trim a connection that carries session frames: the sender protects the
+// peer it sends to, the receiver the peer a verified frame came from (a
+// refused frame protects nothing), and the protection ends once the peer
+// was idle for hostSessionPeerIdle.
+func TestHostProtectsSessionPeers(t *testing.T) {
+	a, b := hostTestPair(t)
+	sink := newHostTestSink(b)
+	protected := func(h, of *Host) bool {
+		return h.Libp2p().ConnManager().IsProtected(of.PeerID(), hostSessionPeerTag)
+	}
+	if protected(a, b) || protected(b, a) {
+		t.Fatal("peers protected before any session frame")
+	}
+	expired := hostTestSeal(t, a.key, b.AgentID(), protocol.TypeReject, &protocol.Reject{Round: 1, Reason: "r"}, time.Now().Add(-time.Minute))
+	if err := a.Send(context.Background(), b.AgentID(), expired); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	hostTestWaitStat(t, b, "the expired frame refused", func(s Stats) bool { return s.Refused > 0 })
+	if !protected(a, b) {
+		t.Error("the sender did not protect the peer it sent a session frame to")
+	}
+	if protected(b, a) {
+		t.Error("a refused frame protected its sender")
+	}
+	f := hostTestSeal(t, a.key, b.AgentID(), protocol.TypeReject, &protocol.Reject{Round: 2, Reason: "r"}, time.Now().Add(time.Minute))
+	if err := a.Send(context.Background(), b.AgentID(), f); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	sink.wait(t, 1)
+	if !protected(b, a) {
+		t.Error("the receiver did not protect the sender of a verified frame")
+	}
+	// Idle past hostSessionPeerIdle: the next mark (of any peer) sweeps it.
+	a.mu.Lock()
+	a.sessionPeers[b.PeerID()] = a.now().Add(-hostSessionPeerIdle - time.Second)
+	a.sessionSweep = time.Time{}
+	a.mu.Unlock()
+	a.hostMarkSessionPeer(peer.ID("another peer"))
+	if protected(a, b) {
+		t.Error("an idle peer is still protected")
+	}
 }

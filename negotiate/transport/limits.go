@@ -79,6 +79,11 @@ const (
 	// hostOutStreamIdle is how long Send reuses an outbound session stream;
 	// it is below hostSessionIdleTimeout so the sender closes it first.
 	hostOutStreamIdle = time.Minute
+	// hostSessionPeerIdle is how long a peer's connection stays
+	// protected from the connection manager after its last session frame
+	// (hostMarkSessionPeer); hostSessionPeerTag is the protection's tag.
+	hostSessionPeerIdle = 2 * time.Minute
+	hostSessionPeerTag  = "negotiate-session"
 	// hostDirectStreamTimeout bounds a whole inbound direct exchange: read
 	// the request, run the handler, write the answer.
 	hostDirectStreamTimeout = 30 * time.Second
