@@ -445,15 +445,11 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err := ensureFDs(opts.Parties * opts.Pairs); err != nil {
 		return nil, err
 	}
-	dir := opts.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "negotiate-bench-")
-		if err != nil {
-			return nil, fmt.Errorf("bench: temporary directory: %w", err)
-		}
-		defer os.RemoveAll(d)
-		dir = d
+	dir, cleanup, err := runDir(opts.Dir, "negotiate-bench-")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	res := &Result{
 		Parties: opts.Parties, Sessions: opts.Sessions, Concurrency: opts.Concurrency, Pairs: opts.Pairs,
 		Scheme: scheme.Name(), Store: opts.Store, Transport: opts.Transport, Offer: opts.Offer, Nodes: opts.Parties * opts.Pairs, CPUs: runtime.NumCPU(), Paced: !opts.NoPace,
@@ -735,6 +731,19 @@ func (r *setupReporter) step(stage string, total int) {
 	defer r.mu.Unlock()
 	r.done[stage]++
 	r.fn(stage, r.done[stage], total)
+}
+
+// runDir returns dir, or a new temporary directory named after prefix when
+// dir is empty; cleanup removes what runDir made (nothing for a given dir).
+func runDir(dir, prefix string) (_ string, cleanup func(), _ error) {
+	if dir != "" {
+		return dir, func() {}, nil
+	}
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, fmt.Errorf("bench: temporary directory: %w", err)
+	}
+	return d, func() { os.RemoveAll(d) }, nil
 }
 
 // reset starts the counts of stages again, for a second phase.

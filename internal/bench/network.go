@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -514,15 +513,11 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 			return nil, err
 		}
 	}
-	dir := opts.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "negotiate-network-")
-		if err != nil {
-			return nil, fmt.Errorf("bench: temporary directory: %w", err)
-		}
-		defer os.RemoveAll(d)
-		dir = d
+	dir, cleanup, err := runDir(opts.Dir, "negotiate-network-")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
 	res := &NetworkResult{
 		Nodes: opts.Nodes, Transport: opts.Transport, Store: StoreShared, Scheme: scheme.Name(), CPUs: runtime.NumCPU(),
 		Seed: opts.Seed, BootNodes: bootNodes, MaxConnections: opts.MaxConnections, Churn: opts.Churn, RecordLifetimeSec: opts.RecordLifetime.Seconds(),
