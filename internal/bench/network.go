@@ -297,8 +297,10 @@ type NetworkResult struct {
 	RoutingTableMean float64 `json:"routing_table_mean"`
 	RoutingTableMin  int     `json:"routing_table_min"`
 	// ConnectionsMean and ConnectionsMax are the libp2p connections per
-	// node once settled (bounded by MaxConnections, give or take the
-	// connections still in their grace period).
+	// node once settled. They are not bounded by MaxConnections: the
+	// manager trims above it only connections that are unprotected (the
+	// DHT protects its two closest buckets, the transport its session
+	// peers) and past their grace period.
 	ConnectionsMean float64 `json:"connections_mean"`
 	ConnectionsMax  int     `json:"connections_max"`
 
