@@ -10,7 +10,6 @@ import (
 	"time"
 
 	dht "github.com/libp2p/go-libp2p-kad-dht"
-	kb "github.com/libp2p/go-libp2p-kbucket"
 	record "github.com/libp2p/go-libp2p-record"
 	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -527,7 +526,7 @@ func (h *Host) Resolve(ctx context.Context, id sign.AgentID) (*protocol.AgentInf
 	if info := h.hostCached(id); info != nil {
 		return info, nil
 	}
-	return h.hostLookup(ctx, id)
+	return h.hostLookup(ctx, id, false)
 }
 
 // Lookup is Resolve without the cache: it always asks the DHT for id's
@@ -537,7 +536,7 @@ func (h *Host) Lookup(ctx context.Context, id sign.AgentID) (*protocol.AgentInfo
 	if _, err := sign.ParseAgentID(string(id)); err != nil {
 		return nil, fmt.Errorf("negotiate: lookup: %w", err)
 	}
-	return h.hostLookup(ctx, id)
+	return h.hostLookup(ctx, id, false)
 }
 
 // hostCached returns a copy of the cached, unexpired record of id.
@@ -557,34 +556,28 @@ func (h *Host) hostCached(id sign.AgentID) *protocol.AgentInfo {
 }
 
 // hostLookup fetches id's record from the DHT, verifies and caches it.
-func (h *Host) hostLookup(ctx context.Context, id sign.AgentID) (*protocol.AgentInfo, error) {
+// A quick lookup (full false) ends once hostLookupQuorum holders answered
+// or hostLookupGrace after the first valid record; a full one asks until
+// the query ends, for the newest copy any holder has. Callers that find
+// a quick lookup's record stale (its peer does not answer, or another
+// peer speaks for the agent) look again in full.
+func (h *Host) hostLookup(ctx context.Context, id sign.AgentID, full bool) (*protocol.AgentInfo, error) {
 	ctx, cancel := h.hostCtx(ctx, DefaultResolveTimeout)
 	defer cancel()
 	h.hostAwaitRoutingTable(ctx)
-	var info *protocol.AgentInfo
-	value, err := h.dht.GetValue(ctx, AgentRecordKey(id))
-	for attempt := 1; ; attempt++ {
-		if err == nil {
-			// The record was valid when the DHT checked it; it may have
-			// expired while the lookup went on, before its republished
-			// successor reached the peers asked.
-			info, err = VerifyAgentInfo(id, value, h.now())
-			if err != nil && !errors.Is(err, errRecordExpired) {
-				return nil, fmt.Errorf("negotiate: resolve agent %s: %w", id, err)
-			}
-		}
-		if err == nil || attempt > hostResolveRetries || !(errors.Is(err, routing.ErrNotFound) || errors.Is(err, errRecordExpired)) {
-			break
-		}
+	if h.dht.RoutingTable().Size() == 0 {
+		return nil, fmt.Errorf("%w: agent %s: this node has no DHT peers yet (pass --bootstrap or wait for mDNS)", ErrAgentNotFound, id)
+	}
+	info, err := h.hostSearch(ctx, id, full)
+	for attempt := 1; err != nil && attempt <= hostResolveRetries && ctx.Err() == nil &&
+		(errors.Is(err, routing.ErrNotFound) || errors.Is(err, errRecordExpired)); attempt++ {
 		// A record just published may not have reached the peers this
-		// lookup asked: look again a little later while time allows.
+		// lookup asked, or its successor may be on its way: look again a
+		// little later while time allows.
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Duration(attempt) * hostResolveRetryDelay):
-			value, err = h.dht.GetValue(ctx, AgentRecordKey(id))
-		}
-		if ctx.Err() != nil && err == nil {
-			err = ctx.Err()
+			info, err = h.hostSearch(ctx, id, full)
 		}
 	}
 	if err != nil {
@@ -593,8 +586,8 @@ func (h *Host) hostLookup(ctx context.Context, id sign.AgentID) (*protocol.Agent
 			return nil, fmt.Errorf("%w: no record of agent %s in the DHT (is it running and connected to the same network?)", ErrAgentNotFound, id)
 		case errors.Is(err, errRecordExpired):
 			return nil, fmt.Errorf("%w: the record of agent %s in the DHT expired (it has not published for a record lifetime): %w", ErrAgentNotFound, id, err)
-		case errors.Is(err, kb.ErrLookupFailure):
-			return nil, fmt.Errorf("%w: agent %s: this node has no DHT peers yet (pass --bootstrap or wait for mDNS)", ErrAgentNotFound, id)
+		case errors.Is(err, ErrBadAgentRecord):
+			return nil, fmt.Errorf("negotiate: resolve agent %s: %w", id, err)
 		case ctx.Err() != nil && h.ctx.Err() != nil:
 			return nil, fmt.Errorf("negotiate: resolve %s: %w", id, ErrHostClosed)
 		case ctx.Err() != nil:
@@ -606,6 +599,67 @@ func (h *Host) hostLookup(ctx context.Context, id sign.AgentID) (*protocol.Agent
 	h.hostRemember(info)
 	c := *info
 	return &c, nil
+}
+
+// hostSearch runs one DHT search for id's record and returns the newest
+// valid record it saw: when the search ends (at hostLookupQuorum answers
+// holding the record unless full, or when no closer peer is left), when
+// hostLookupGrace passed after the first valid record (unless full), or
+// when ctx ends with a record in hand. A search stalled on an unresponsive
+// peer therefore still returns what it found. Errors: routing.ErrNotFound
+// when no holder answered, the verification error when every copy was
+// bad (errRecordExpired among them), else ctx's error.
+func (h *Host) hostSearch(ctx context.Context, id sign.AgentID, full bool) (*protocol.AgentInfo, error) {
+	sctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var opts []routing.Option
+	if !full {
+		opts = append(opts, dht.Quorum(hostLookupQuorum))
+	}
+	values, err := h.dht.SearchValue(sctx, AgentRecordKey(id), opts...)
+	if err != nil {
+		return nil, err
+	}
+	var best *protocol.AgentInfo
+	var bad error
+	var grace <-chan time.Time
+search:
+	for {
+		select {
+		case v, ok := <-values:
+			if !ok {
+				break search
+			}
+			info, err := VerifyAgentInfo(id, v, h.now())
+			if err != nil {
+				// The DHT checked it; it may have expired since.
+				bad = err
+				continue
+			}
+			if best == nil || info.Seq > best.Seq || (info.Seq == best.Seq && info.Expires > best.Expires) {
+				best = info
+			}
+			if grace == nil && !full {
+				t := time.NewTimer(hostLookupGrace)
+				defer t.Stop()
+				grace = t.C
+			}
+		case <-grace:
+			break search
+		case <-ctx.Done():
+			break search
+		}
+	}
+	switch {
+	case best != nil:
+		return best, nil
+	case bad != nil:
+		return nil, bad
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	default:
+		return nil, routing.ErrNotFound
+	}
 }
 
 // hostRemember caches a verified record and its addresses.
@@ -665,22 +719,23 @@ func (h *Host) KnownAgents() []protocol.AgentInfo {
 }
 
 // hostConnect resolves id and connects to the peer its record names. If
-// the cached record's addresses fail, it looks the agent up again once.
+// the record's addresses fail (a cached record may be old, a quick lookup
+// may have met only holders of an older copy), it looks the agent up again
+// once, in full, and dials the newer record if there is one.
 func (h *Host) hostConnect(ctx context.Context, id sign.AgentID) (peer.ID, error) {
 	if id == h.self {
 		return "", fmt.Errorf("negotiate: agent %s is this node itself", id.Short())
 	}
-	cached := h.hostCached(id) != nil
 	info, err := h.Resolve(ctx, id)
 	if err != nil {
 		return "", err
 	}
 	pid, err := h.hostDialRecord(ctx, info)
-	if err == nil || !cached || ctx.Err() != nil {
+	if err == nil || ctx.Err() != nil {
 		return pid, err
 	}
 	h.hostForget(id)
-	fresh, lerr := h.hostLookup(ctx, id)
+	fresh, lerr := h.hostLookup(ctx, id, true)
 	if lerr != nil || (fresh.Seq == info.Seq && fresh.PeerID == info.PeerID) {
 		return "", err
 	}
@@ -736,7 +791,11 @@ func (h *Host) hostCheckSender(from sign.AgentID, remote peer.ID) error {
 	}
 	ctx, cancel := context.WithTimeout(h.ctx, hostSenderCheckTimeout)
 	defer cancel()
-	info, err := h.hostLookup(ctx, from)
+	info, err := h.hostLookup(ctx, from, false)
+	if err == nil && info.PeerID != remote.String() {
+		// A quick lookup may have met only holders of an older copy.
+		info, err = h.hostLookup(ctx, from, true)
+	}
 	if err != nil {
 		return fmt.Errorf("%w: cannot check sender %s: %w", ErrPeerMismatch, from.Short(), err)
 	}

@@ -121,6 +121,17 @@ const (
 	// joins. The delay grows by hostResolveRetryDelay per attempt.
 	hostResolveRetries    = 2
 	hostResolveRetryDelay = 250 * time.Millisecond
+	// hostLookupQuorum is the DHT quorum (dht.Quorum) of a quick lookup:
+	// it ends once this many holders of the record answered (beyond the
+	// first), instead of asking until the query converges on the closest
+	// peers, which waits on the slowest of them. A record is stored at the
+	// 20 peers closest to its key and overwritten there by its successor,
+	// so five answers that all hold an older copy are rare, and callers
+	// that meet one (a dead address, another peer) look again in full.
+	hostLookupQuorum = 4
+	// hostLookupGrace bounds how long a quick lookup waits for that quorum
+	// once it holds a valid record.
+	hostLookupGrace = time.Second
 	// hostRepublishFirst is the first interval between a node's publishes;
 	// each publish doubles it, up to a third of the record lifetime (five
 	// extra publishes in a node's first 16 minutes with the default

@@ -3,10 +3,15 @@ package transport
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	kb "github.com/libp2p/go-libp2p-kbucket"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	libp2pprotocol "github.com/libp2p/go-libp2p/core/protocol"
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/negotiate-dev/negotiate/protocol"
@@ -131,5 +136,80 @@ func TestAgentRecordValidatorCacheExpires(t *testing.T) {
 	// Another key (agent) with the same bytes is not a cache hit.
 	if err := v.Validate(AgentRecordKey(hostTestKey(t, "other").AgentID()), value); err == nil {
 		t.Fatal("a record under another agent's key validated")
+	}
+}
+
+// TestLookupPastUnresponsivePeers makes the three peers closest to an
+// agent's record key stop answering DHT requests (they accept the stream
+// and never reply, as an overloaded or hostile node may). A DHT query that
+// converges on the closest peers waits for them until its 10 s read
+// timeout; a lookup must still return the record the other holders gave,
+// well inside a 4 s deadline: the quick lookup once its quorum answered,
+// the full one when its deadline ends with the record in hand.
+func TestLookupPastUnresponsivePeers(t *testing.T) {
+	mn := mocknet.New()
+	t.Cleanup(func() { mn.Close() })
+	const n = 10
+	var hosts []*Host
+	newHost := func(name string, boot []string) *Host {
+		lh, err := mn.GenPeer()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mn.LinkAll(); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		h, err := New(ctx, Config{Key: hostTestKey(t, name), Libp2p: lh, Bootstrap: boot, Logger: hostTestLogger()})
+		if err != nil {
+			t.Fatalf("host %s on the mock network: %v", name, err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	}
+	for i := 0; i < n; i++ {
+		var boot []string
+		if i > 0 {
+			boot = hosts[0].Addrs()[:1]
+		}
+		hosts = append(hosts, newHost(fmt.Sprintf("unresponsive-%d", i), boot))
+	}
+	target := hosts[n-1]
+	for _, h := range hosts[:n-1] {
+		hostTestResolve(t, h, target.AgentID())
+	}
+
+	// Freeze the three peers (other than the target and the first host)
+	// closest to the target's record key.
+	var others []peer.ID
+	byPeer := map[peer.ID]*Host{}
+	for _, h := range hosts[1 : n-1] {
+		others = append(others, h.PeerID())
+		byPeer[h.PeerID()] = h
+	}
+	key := AgentRecordKey(target.AgentID())
+	closest := kb.SortClosestPeers(others, kb.ConvertKey(key))[:3]
+	hold := make(chan struct{})
+	t.Cleanup(func() { close(hold) })
+	for _, p := range closest {
+		byPeer[p].Libp2p().SetStreamHandler(libp2pprotocol.ID(protocol.DHTPrefix+"/kad/1.0.0"), func(s network.Stream) {
+			<-hold
+			s.Reset()
+		})
+	}
+
+	// A node joining now has no DHT stream open to the frozen peers.
+	asker := newHost("unresponsive-asker", hosts[0].Addrs()[:1])
+	for _, full := range []bool{false, true} {
+		ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
+		info, err := asker.hostLookup(ctx, target.AgentID(), full)
+		cancel()
+		if err != nil {
+			t.Fatalf("lookup (full %v) with the closest peers unresponsive: %v", full, err)
+		}
+		if info.PeerID != target.PeerID().String() {
+			t.Fatalf("lookup (full %v) returned a record naming %s, the target is %s", full, info.PeerID, target.PeerID())
+		}
 	}
 }
