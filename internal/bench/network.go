@@ -430,7 +430,7 @@ func (r *NetworkResult) Err() error {
 const (
 	stateUp       int32 = iota // serving, its current record published
 	stateDown                  // departed
-	stateStarting              // coming back: its new record is not published yet
+	stateStarting              // stopping, or coming back with its new record not yet published
 )
 
 // netAgent is one agent of the network.
@@ -734,8 +734,14 @@ func (nw *netRun) startNode(ctx context.Context, a *netAgent, boot []string) err
 // its links go, so that dials to it fail at once as dials to a closed
 // port do.
 func (nw *netRun) stopNode(a *netAgent) {
-	a.state.Store(stateDown)
+	// In transition while it closes: a probe must not take it for
+	// departed while its node still answers.
+	a.state.Store(stateStarting)
 	a.epoch.Add(1)
+	defer func() {
+		a.state.Store(stateDown)
+		a.epoch.Add(1)
+	}()
 	a.mu.Lock()
 	n, lh := a.node, a.lh
 	a.node, a.lh = nil, nil
