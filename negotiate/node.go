@@ -543,6 +543,7 @@ func (n *Node) sealOne(fs []sealedFrame, o engine.Outgoing, now int64) []sealedF
 			frame, err = protocol.Seal(n.cfg.Key, protocol.Message{
 				Type: o.Type, Session: o.Session, To: o.To, Nonce: protocol.NewNonce(),
 				Expires: now + messageLifetime.Milliseconds(), Body: body, Chain: n.chainNote(o.To),
+				Intro: n.introFor(o),
 			})
 		}
 		if err != nil {
@@ -551,6 +552,34 @@ func (n *Node) sealOne(fs []sealedFrame, o engine.Outgoing, now int64) []sealedF
 		}
 	}
 	return append(fs, sealedFrame{to: o.To, qf: queuedFrame{frame: frame, session: o.Session, typ: o.Type}})
+}
+
+// introFor returns the agent records a message carries (Message.Intro):
+// a proposal or a signed offer, the first message of a session a
+// participant gets, carries the records of every party and the witness,
+// so that no participant looks up the initiator or the others in the DHT
+// before it answers or sends them its Ready. Other messages carry none.
+func (n *Node) introFor(o engine.Outgoing) [][]byte {
+	var parties []protocol.Party
+	var witness *protocol.Party
+	switch b := o.Body.(type) {
+	case *protocol.Propose:
+		parties, witness = b.Parties, b.Witness
+	case *protocol.Offer:
+		parties, witness = b.Preflight.Agreement.Parties, b.Preflight.Agreement.Witness
+	default:
+		return nil
+	}
+	ids := make([]sign.AgentID, 0, len(parties)+1)
+	for _, p := range parties {
+		if p.ID != o.To {
+			ids = append(ids, p.ID)
+		}
+	}
+	if witness != nil {
+		ids = append(ids, witness.ID)
+	}
+	return n.host.IntroRecords(ids)
 }
 
 // handOff hands sealed frames to their peers' sender goroutines, in

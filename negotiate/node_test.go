@@ -292,3 +292,51 @@ func TestNodeWitnessCommit(t *testing.T) {
 func nodeVerifyOptions() chain.VerifyOptions {
 	return chain.VerifyOptions{CheckPayload: engine.CheckAgreementEntry}
 }
+
+// TestNodeSessionIntroducesParties: a proposal and a signed offer carry
+// the agent records of every party, so participants that never looked
+// one another up check the initiator and send each other their Ready
+// without a single DHT lookup; only the initiator resolves the others.
+func TestNodeSessionIntroducesParties(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		size  int
+		offer bool
+	}{{"4-party proposal", 4, false}, {"2-party offer", 2, true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			agents := []*nodeTestAgent{nodeTestStart(t, dir, "i0", AcceptAll, nil)}
+			for i := 1; i < tc.size; i++ {
+				agents = append(agents, nodeTestStart(t, dir, fmt.Sprintf("i%d", i), AcceptAll, agents[0]))
+			}
+			var with []sign.AgentID
+			for _, a := range agents[1:] {
+				hostTestResolve(t, agents[0].node.Host(), a.key.AgentID())
+				with = append(with, a.key.AgentID())
+			}
+			before := make([]transport.Stats, len(agents))
+			for i, a := range agents {
+				before[i] = a.node.Host().Stats()
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			p, err := agents[0].node.Propose(ctx, with, nodeTestTerms(t, map[string]any{"item": "lamp"}), ProposeOptions{Timeout: 20 * time.Second, Offer: tc.offer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o, err := p.Wait(ctx); err != nil || o.Err() != nil {
+				t.Fatalf("outcome %+v err %v", o, err)
+			}
+			nodeTestCheck(t, agents, p.ID(), StateCommitted)
+			for i, a := range agents {
+				st := a.node.Host().Stats()
+				if n := st.Lookups - before[i].Lookups; n != 0 {
+					t.Errorf("%s made %d DHT lookups during the session, want 0", a.name, n)
+				}
+				if i > 0 && st.Introduced-before[i].Introduced < uint64(tc.size-1) {
+					t.Errorf("%s took %d introduced records, want at least %d (every other party)", a.name, st.Introduced-before[i].Introduced, tc.size-1)
+				}
+			}
+		})
+	}
+}

@@ -31,6 +31,13 @@ type Message struct {
 	// party restored from an old copy of its chain learns it is behind
 	// (rollback protection, docs/protocol.md).
 	Chain *ChainNote `cbor:"chain,omitempty"`
+	// Intro, when set, holds signed agent records (AgentInfo, as stored
+	// in the DHT): the sender's own and those of agents the recipient is
+	// about to deal with, such as the other parties of a proposal. The
+	// recipient checks each as it checks a record from the DHT and may
+	// use it instead of looking the agent up. At most MaxIntroRecords,
+	// MaxIntroBytes in all.
+	Intro [][]byte `cbor:"intro,omitempty"`
 }
 
 // ChainNote is what a session message says about the chains of its
@@ -248,6 +255,19 @@ func checkHeader(m *Message) error {
 	}
 	if _, err := sign.ParseAgentID(string(m.From)); err != nil {
 		return fmt.Errorf("%w: %s sender: %w", ErrMalformed, m.Type, err)
+	}
+	if len(m.Intro) > MaxIntroRecords {
+		return fmt.Errorf("%w: %s carries %d agent records, the limit is %d", ErrTooLarge, m.Type, len(m.Intro), MaxIntroRecords)
+	}
+	introBytes := 0
+	for i, r := range m.Intro {
+		if len(r) == 0 {
+			return fmt.Errorf("%w: %s agent record %d is empty", ErrMalformed, m.Type, i)
+		}
+		introBytes += len(r)
+	}
+	if introBytes > MaxIntroBytes {
+		return fmt.Errorf("%w: %s carries %d bytes of agent records, the limit is %d", ErrTooLarge, m.Type, introBytes, MaxIntroBytes)
 	}
 	if c := m.Chain; c != nil {
 		if c.Locked != "" {

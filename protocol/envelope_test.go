@@ -293,6 +293,9 @@ func TestSealRefuses(t *testing.T) {
 		{"empty body", f.keys[0], func(m *Message) { m.Body = nil }, ErrMalformed},
 		{"body too large", f.keys[0], func(m *Message) { m.Body = make(cbor.RawMessage, MaxBodyBytes+1) }, ErrTooLarge},
 		{"invalid body", f.keys[0], func(m *Message) { m.Body, _ = EncodeBody(&Reject{Reason: strings.Repeat("x", MaxReasonBytes+1)}) }, ErrTooLarge},
+		{"too many agent records", f.keys[0], func(m *Message) { m.Intro = make([][]byte, MaxIntroRecords+1) }, ErrTooLarge},
+		{"agent records too large", f.keys[0], func(m *Message) { m.Intro = [][]byte{make([]byte, MaxIntroBytes/2+1), make([]byte, MaxIntroBytes/2)} }, ErrTooLarge},
+		{"empty agent record", f.keys[0], func(m *Message) { m.Intro = [][]byte{{1}, {}} }, ErrMalformed},
 		{"no key", nil, func(m *Message) {}, nil},
 	}
 	for _, tc := range tests {
@@ -314,6 +317,7 @@ func TestSealedMessageFitsFrameForEveryScheme(t *testing.T) {
 	payload := make([]byte, MaxDirectBytes)
 	for _, scheme := range sign.SchemeNames() {
 		m := f.message(t, TypeDirect, &Direct{ContentType: strings.Repeat("t", MaxContentTypeBytes), Payload: payload})
+		m.Intro = [][]byte{make([]byte, MaxIntroBytes-1), {1}}
 		out, err := Seal(testKey(t, scheme, "big"), m)
 		if err != nil {
 			t.Fatalf("%s: %v", scheme, err)

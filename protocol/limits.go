@@ -6,7 +6,7 @@ import "time"
 // wire format gets new IDs and both versions can be served side by side.
 const (
 	// ProtocolVersion is the version of the wire format in this package.
-	ProtocolVersion = "1.0.0"
+	ProtocolVersion = "1.1.0"
 	// ProtocolSession is the libp2p protocol ID of negotiation session streams.
 	ProtocolSession = "/negotiate/" + ProtocolVersion
 	// ProtocolMsg is the libp2p protocol ID of direct (off-the-record) messages.
@@ -24,8 +24,17 @@ const (
 	MaxFrameBytes = 1 << 20
 	// maxEnvelopeOverhead bounds everything in a frame but the body: the
 	// largest key (ML-DSA-65, 1952 bytes) and signature (3309 bytes) plus
-	// IDs, nonce and CBOR headers fit in 16 KiB with room to spare.
-	maxEnvelopeOverhead = 16 << 10
+	// IDs, nonce and CBOR headers fit in 16 KiB with room to spare, and
+	// the agent records of Message.Intro take at most MaxIntroBytes.
+	maxEnvelopeOverhead = 16<<10 + MaxIntroBytes
+	// MaxIntroRecords bounds the agent records one message carries: every
+	// party of a session and its witness.
+	MaxIntroRecords = MaxParties + 1
+	// MaxIntroBytes bounds their total size: eight post-quantum records
+	// (about 6 KiB each) or every party's Ed25519 record (about 400 bytes).
+	// A sender leaves out what does not fit; the recipient looks those
+	// agents up.
+	MaxIntroBytes = 48 << 10
 	// MaxBodyBytes is the largest encoded body [Seal] accepts, so that any
 	// sealed message fits in one frame whatever the sender's scheme.
 	MaxBodyBytes = MaxFrameBytes - maxEnvelopeOverhead

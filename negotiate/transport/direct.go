@@ -107,6 +107,7 @@ func (h *Host) Request(ctx context.Context, to sign.AgentID, contentType string,
 		To:      to,
 		Expires: h.now().Add(hostMessageLifetime).UnixMilli(),
 		Body:    body,
+		Intro:   h.IntroRecords(nil),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("negotiate: request to %s: %w", to.Short(), err)
@@ -233,6 +234,10 @@ func (h *Host) hostHandleDirect(s network.Stream) {
 	}
 	if env.Msg.Type != protocol.TypeDirect {
 		refuse(fmt.Errorf("%w: a %q message on the direct-message protocol", protocol.ErrUnknownType, env.Msg.Type))
+		return
+	}
+	if err := h.hostAcceptIntro(from, env.Msg.Intro); err != nil {
+		refuse(err)
 		return
 	}
 	if err := h.hostCheckSender(from, remote); err != nil {

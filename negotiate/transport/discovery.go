@@ -616,6 +616,7 @@ func (h *Host) hostSearch(ctx context.Context, id sign.AgentID, full bool) (*pro
 	if !full {
 		opts = append(opts, dht.Quorum(hostLookupQuorum))
 	}
+	h.stats.lookups.Add(1)
 	values, err := h.dht.SearchValue(sctx, AgentRecordKey(id), opts...)
 	if err != nil {
 		return nil, err
@@ -662,8 +663,14 @@ search:
 	}
 }
 
-// hostRemember caches a verified record and its addresses.
-func (h *Host) hostRemember(info *protocol.AgentInfo) {
+// hostRemember caches a verified record fetched from the DHT now, and
+// its addresses.
+func (h *Host) hostRemember(info *protocol.AgentInfo) { h.hostRememberAs(info, h.now()) }
+
+// hostRememberAs caches a verified record and its addresses as fetched
+// at fetched: the zero time for a record handed on by a peer, which
+// hostCheckSender may look up again at once.
+func (h *Host) hostRememberAs(info *protocol.AgentInfo, fetched time.Time) {
 	pid, err := peer.Decode(info.PeerID)
 	if err != nil {
 		return // VerifyAgentInfo checked it
@@ -681,7 +688,8 @@ func (h *Host) hostRemember(info *protocol.AgentInfo) {
 	now := h.now()
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if old, ok := h.records[info.AgentID]; ok && old.info.Seq > info.Seq && old.info.Expires > now.UnixMilli() {
+	if old, ok := h.records[info.AgentID]; ok && old.info.Expires > now.UnixMilli() &&
+		(old.info.Seq > info.Seq || (old.info.Seq == info.Seq && fetched.IsZero())) {
 		return
 	}
 	if _, ok := h.records[info.AgentID]; !ok && len(h.records) >= MaxKnownAgents {
@@ -694,7 +702,7 @@ func (h *Host) hostRemember(info *protocol.AgentInfo) {
 		}
 		delete(h.records, oldest)
 	}
-	h.records[info.AgentID] = &hostCachedRecord{info: info, fetched: now}
+	h.records[info.AgentID] = &hostCachedRecord{info: info, fetched: fetched}
 }
 
 // hostForget drops id's cached record.

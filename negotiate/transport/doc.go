@@ -10,9 +10,9 @@
 // agent record binds the two, and a frame is accepted only from the peer
 // its sender's record names.
 //
-// Session frames travel one-way on /negotiate/1.0.0 (Host.Send,
+// Session frames travel one-way on /negotiate/1.1.0 (Host.Send,
 // Host.SetSessionHandler); direct off-the-record messages are request and
-// answer on /negotiate/msg/1.0.0 (Host.Request, Host.SetDirectHandler,
+// answer on /negotiate/msg/1.1.0 (Host.Request, Host.SetDirectHandler,
 // Host.Inbox). Every inbound frame is size-limited, verified, checked
 // against replay and rate-limited per peer before anything else sees it.
 //

@@ -205,6 +205,8 @@ type hostCounters struct {
 	rateLimited   atomic.Uint64
 	streamsDenied atomic.Uint64
 	publishes     atomic.Uint64
+	lookups       atomic.Uint64
+	introduced    atomic.Uint64
 	lastRefusal   atomic.Pointer[string]
 	refusedBy     *refusalCounters // every refusal above, by reason
 }
@@ -229,6 +231,12 @@ type Stats struct {
 	// Publishes counts the times this node's agent record was stored in
 	// the DHT.
 	Publishes uint64 `json:"publishes"`
+	// Lookups counts DHT searches for agent records (Resolve without a
+	// cached record, Lookup, the check of an unknown sender).
+	Lookups uint64 `json:"lookups"`
+	// Introduced counts agent records taken from peers' messages
+	// (Message.Intro) instead of the DHT.
+	Introduced uint64 `json:"introduced"`
 	// LastRefusal is the error of the last refused frame ("" if none).
 	LastRefusal string `json:"last_refusal,omitempty"`
 	// RefusedBy counts every refused frame and denied stream by reason
@@ -485,6 +493,8 @@ func (h *Host) Stats() Stats {
 		StreamsDenied: h.stats.streamsDenied.Load(),
 		RefusedBy:     h.stats.refusedBy.snapshot(),
 		Publishes:     h.stats.publishes.Load(),
+		Lookups:       h.stats.lookups.Load(),
+		Introduced:    h.stats.introduced.Load(),
 	}
 	if p := h.stats.lastRefusal.Load(); p != nil {
 		s.LastRefusal = *p
@@ -797,6 +807,9 @@ func (h *Host) hostOpenInbound(frame []byte, remote peer.ID) (*protocol.Envelope
 	nowMs := h.now().UnixMilli()
 	env, err := protocol.OpenFor(frame, h.self, nowMs)
 	if err != nil {
+		return nil, err
+	}
+	if err := h.hostAcceptIntro(env.Msg.From, env.Msg.Intro); err != nil {
 		return nil, err
 	}
 	if err := h.hostCheckSender(env.Msg.From, remote); err != nil {
