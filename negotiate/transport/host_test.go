@@ -666,4 +666,22 @@ func TestHostProtectsSessionPeers(t *testing.T) {
 	if protected(a, b) {
 		t.Error("an idle peer is still protected")
 	}
+
+	// The set is capped: a peer flooding session frames from many peer
+	// IDs cannot make the host protect (and track) without bound.
+	cm := a.Libp2p().ConnManager()
+	for i := 0; len(a.sessionPeers) < hostMaxTrackedPeers; i++ {
+		a.hostMarkSessionPeer(peer.ID(fmt.Sprintf("filler %d", i)))
+	}
+	over := peer.ID("one too many")
+	a.hostMarkSessionPeer(over)
+	if n := len(a.sessionPeers); n != hostMaxTrackedPeers {
+		t.Errorf("%d session peers tracked, the cap is %d", n, hostMaxTrackedPeers)
+	}
+	if cm.IsProtected(over, hostSessionPeerTag) {
+		t.Error("a peer beyond the cap was protected")
+	}
+	if !cm.IsProtected(peer.ID("filler 0"), hostSessionPeerTag) {
+		t.Error("a tracked peer lost its protection when the cap was reached")
+	}
 }
