@@ -508,7 +508,7 @@ func (h *Host) Published() (at time.Time, lastErr error) {
 }
 
 // Resolve returns the verified agent record of id: from the cache while
-// it is valid, else from the DHT. Errors wrap ErrAgentNotFound or
+// it is valid (records a peer introduced included), else from the DHT. Errors wrap ErrAgentNotFound or
 // ErrTimeout and name the agent.
 func (h *Host) Resolve(ctx context.Context, id sign.AgentID) (*protocol.AgentInfo, error) {
 	if _, err := sign.ParseAgentID(string(id)); err != nil {
@@ -530,8 +530,11 @@ func (h *Host) Resolve(ctx context.Context, id sign.AgentID) (*protocol.AgentInf
 }
 
 // Lookup is Resolve without the cache: it always asks the DHT for id's
-// record (and caches what it finds). Use it to refresh a record that may
-// have changed, or to measure lookups. Errors are those of Resolve.
+// record (and caches what it finds), as Resolve does, with a quick lookup
+// that returns the newest copy among the first holders that answered
+// (docs/protocol.md, "Finding the parties"). Use it to refresh a record
+// that may have changed, or to measure lookups. Errors are those of
+// Resolve.
 func (h *Host) Lookup(ctx context.Context, id sign.AgentID) (*protocol.AgentInfo, error) {
 	if _, err := sign.ParseAgentID(string(id)); err != nil {
 		return nil, fmt.Errorf("negotiate: lookup: %w", err)
