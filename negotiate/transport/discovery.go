@@ -508,8 +508,8 @@ func (h *Host) Published() (at time.Time, lastErr error) {
 }
 
 // Resolve returns the verified agent record of id: from the cache while
-// it is valid (records a peer introduced included), else from the DHT. Errors wrap ErrAgentNotFound or
-// ErrTimeout and name the agent.
+// it is valid (records a peer introduced included), else from the DHT.
+// Errors wrap ErrAgentNotFound or ErrTimeout and name the agent.
 func (h *Host) Resolve(ctx context.Context, id sign.AgentID) (*protocol.AgentInfo, error) {
 	if _, err := sign.ParseAgentID(string(id)); err != nil {
 		return nil, fmt.Errorf("negotiate: resolve: %w", err)
