@@ -14,6 +14,8 @@ import (
 type metricsSource interface {
 	messagesIn() uint64
 	messagesOut() uint64
+	lookups() uint64             // DHT searches for agent records
+	introduced() uint64          // agent records taken from peers' messages
 	refusals() map[string]uint64 // by reason (Node.Refusals)
 	lockAge() (time.Duration, bool)
 	sessionsWaitingOnPeer() int
@@ -40,6 +42,12 @@ func newMetricsHandler(src metricsSource, sm *sessionMetrics) http.Handler {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "negotiate_messages_out_total", Help: "Frames sent.",
 		}, func() float64 { return float64(src.messagesOut()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "negotiate_dht_lookups_total", Help: "DHT searches for agent records (to reach an agent not cached, or to check an unknown sender).",
+		}, func() float64 { return float64(src.lookups()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "negotiate_agent_records_introduced_total", Help: "Agent records taken from peers' messages (a proposal introduces its parties) instead of the DHT.",
+		}, func() float64 { return float64(src.introduced()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "negotiate_chain_locked", Help: "1 while this agent's chain is locked by a session (it signed and waits for a certificate), else 0.",
 		}, func() float64 {

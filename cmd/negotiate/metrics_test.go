@@ -70,6 +70,8 @@ func TestMetricsAfterSession(t *testing.T) {
 		`negotiate_messages_refused_total{reason="bad_signature"}`:      func(v float64) bool { return v == 0 },
 		`negotiate_messages_refused_total{reason="unknown_session"}`:    func(v float64) bool { return v >= 0 },
 		`negotiate_messages_in_total`:                                   func(v float64) bool { return v >= 3 },
+		`negotiate_agent_records_introduced_total`:                      func(v float64) bool { return v >= 1 },
+		`negotiate_dht_lookups_total`:                                   func(v float64) bool { return v >= 0 },
 		`negotiate_sessions_ended_total{outcome="committed"}`:           func(v float64) bool { return v == 1 },
 	}
 	for series, ok := range want {

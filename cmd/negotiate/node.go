@@ -414,6 +414,8 @@ func (d *daemon) Inbox(ctx context.Context) ([]control.InboxMessage, error) {
 // The metricsSource methods.
 func (d *daemon) messagesIn() uint64          { return d.host.Stats().FramesIn }
 func (d *daemon) messagesOut() uint64         { return d.host.Stats().FramesOut }
+func (d *daemon) lookups() uint64             { return d.host.Stats().Lookups }
+func (d *daemon) introduced() uint64          { return d.host.Stats().Introduced }
 func (d *daemon) refusals() map[string]uint64 { return d.node.Refusals() }
 func (d *daemon) warrantCount() int {
 	ws, _ := d.node.Warrants(context.Background(), "", false)
