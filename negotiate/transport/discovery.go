@@ -29,6 +29,9 @@ const AgentRecordNamespace = "negotiate-agent"
 // hostAgentInfoDomain is the signature domain of agent records.
 const hostAgentInfoDomain = protocol.TypeAgentInfo
 
+// errNoDHTPeers: the routing table is empty, so no lookup can start.
+var errNoDHTPeers = errors.New("no DHT peers")
+
 // errRecordExpired marks a record that is past its expiry; a lookup that
 // gets one looks again, since a fresher record may be on its way.
 var errRecordExpired = errors.New("expired")
@@ -567,24 +570,30 @@ func (h *Host) hostCached(id sign.AgentID) *protocol.AgentInfo {
 func (h *Host) hostLookup(ctx context.Context, id sign.AgentID, full bool) (*protocol.AgentInfo, error) {
 	ctx, cancel := h.hostCtx(ctx, DefaultResolveTimeout)
 	defer cancel()
-	h.hostAwaitRoutingTable(ctx)
-	if h.dht.RoutingTable().Size() == 0 {
-		return nil, fmt.Errorf("%w: agent %s: this node has no DHT peers yet (pass --bootstrap or wait for mDNS)", ErrAgentNotFound, id)
+	search := func() (*protocol.AgentInfo, error) {
+		h.hostAwaitRoutingTable(ctx)
+		if h.dht.RoutingTable().Size() == 0 {
+			return nil, errNoDHTPeers
+		}
+		return h.hostSearch(ctx, id, full)
 	}
-	info, err := h.hostSearch(ctx, id, full)
+	info, err := search()
 	for attempt := 1; err != nil && attempt <= hostResolveRetries && ctx.Err() == nil &&
-		(errors.Is(err, routing.ErrNotFound) || errors.Is(err, errRecordExpired)); attempt++ {
+		(errors.Is(err, routing.ErrNotFound) || errors.Is(err, errRecordExpired) || errors.Is(err, errNoDHTPeers)); attempt++ {
 		// A record just published may not have reached the peers this
-		// lookup asked, or its successor may be on its way: look again a
-		// little later while time allows.
+		// lookup asked, or its successor may be on its way; a peer that
+		// just connected may not be in the routing table yet: look again
+		// a little later while time allows.
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Duration(attempt) * hostResolveRetryDelay):
-			info, err = h.hostSearch(ctx, id, full)
+			info, err = search()
 		}
 	}
 	if err != nil {
 		switch {
+		case errors.Is(err, errNoDHTPeers):
+			return nil, fmt.Errorf("%w: agent %s: this node has no DHT peers yet (pass --bootstrap or wait for mDNS)", ErrAgentNotFound, id)
 		case errors.Is(err, routing.ErrNotFound):
 			return nil, fmt.Errorf("%w: no record of agent %s in the DHT (is it running and connected to the same network?)", ErrAgentNotFound, id)
 		case errors.Is(err, errRecordExpired):

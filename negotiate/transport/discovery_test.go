@@ -329,3 +329,25 @@ func TestDiscoveryPublishedAndMDNS(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestResolveRightAfterPeerJoins: the first node resolves a node that has
+// just bootstrapped from it. Its routing table may still be empty (the
+// connection is new, identify and the DHT's check have not run): the
+// lookup waits and looks again instead of failing with "no DHT peers".
+// The race shows under load (CI's `scenario run` test met it once); here
+// it is the same sequence, five times.
+func TestResolveRightAfterPeerJoins(t *testing.T) {
+	for i := 0; i < 5; i++ {
+		a := hostTestNew(t, fmt.Sprintf("join-a%d", i))
+		b := hostTestNew(t, fmt.Sprintf("join-b%d", i), a)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		info, err := a.Resolve(ctx, b.AgentID())
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: the first node resolves a node that just joined: %v", i, err)
+		}
+		if info.PeerID != b.PeerID().String() {
+			t.Fatalf("round %d: record names %s, want %s", i, info.PeerID, b.PeerID())
+		}
+	}
+}
