@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"runtime/pprof"
 	"sort"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	mocknet "github.com/libp2p/go-libp2p/p2p/net/mock"
 
 	"github.com/negotiate-dev/negotiate/chain"
+	"github.com/negotiate-dev/negotiate/internal/heap"
 	"github.com/negotiate-dev/negotiate/negotiate"
 	"github.com/negotiate-dev/negotiate/negotiate/engine"
 	"github.com/negotiate-dev/negotiate/negotiate/transport"
@@ -539,7 +539,7 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 		opts: opts, terms: terms, prog: newSetupReporter(opts.Progress),
 		rng: rand.New(rand.NewPCG(opts.Seed, 0x6e65676f)), used: map[[2]int]bool{},
 	}
-	heap0 := liveHeap()
+	heap0 := int64(heap.Live())
 	g0 := runtime.NumGoroutine()
 
 	st, err := chain.CreateStore(filepath.Join(dir, "agents.db"))
@@ -560,7 +560,7 @@ func RunNetwork(ctx context.Context, opts NetworkOptions) (*NetworkResult, error
 	settle := time.Now()
 	res.Settled = nw.settle(ctx, res)
 	res.SettleSec = round3(time.Since(settle).Seconds())
-	heap1 := liveHeap()
+	heap1 := int64(heap.Live())
 	res.MockLinksMiB = round3(float64(nw.linksBytes) / (1 << 20))
 	res.HeapMiBPerNode = round3(float64(heap1-heap0-nw.linksBytes) / (1 << 20) / float64(opts.Nodes))
 	res.GoroutinesPerNode = round3(float64(runtime.NumGoroutine()-g0) / float64(opts.Nodes))
@@ -627,13 +627,13 @@ func (nw *netRun) startAll(ctx context.Context) error {
 			}
 			a.lh = h
 		}
-		before := liveHeap()
+		before := int64(heap.Live())
 		if err := nw.mn.LinkAll(); err != nil {
 			return fmt.Errorf("bench: link mock hosts: %w", err)
 		}
 		// Hosts' background work can free more than the links take:
 		// never report less than nothing.
-		nw.linksBytes = max(liveHeap()-before, 0)
+		nw.linksBytes = max(int64(heap.Live())-before, 0)
 	}
 	total := len(nw.agents)
 	if err := nw.startNode(ctx, nw.agents[0], nil); err != nil {
@@ -1447,20 +1447,4 @@ func ParseChurn(s string) (float64, error) {
 		return 0, fmt.Errorf("%w: churn %q: use 0 to %.0f%%", ErrBadOptions, s, MaxChurn*100)
 	}
 	return x, nil
-}
-
-// liveHeap runs a garbage collection and returns the heap it found live
-// (runtime/metrics "/gc/heap/live:bytes"). HeapAlloc read after
-// runtime.GC also counts what other goroutines allocated since the
-// collection ended, which made differences of it noisy, even negative.
-func liveHeap() int64 {
-	runtime.GC()
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	metrics.Read(sample)
-	if sample[0].Value.Kind() != metrics.KindUint64 {
-		var ms runtime.MemStats
-		runtime.ReadMemStats(&ms)
-		return int64(ms.HeapAlloc)
-	}
-	return int64(sample[0].Value.Uint64())
 }
