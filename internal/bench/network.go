@@ -55,10 +55,9 @@ const (
 	// DefaultNetworkSessionTimeout is each session's deadline in a
 	// network run: the deadline `negotiate propose` gives a user's session
 	// by default. The 20 s of DefaultSessionTimeout is far above a session
-	// among a few nodes, but not among 1,000 sharing two cores, where a
-	// session of 3 to 5 parties makes several DHT lookups (every party
-	// sends Ready to every party and checks every sender's record) and
-	// the p99 session took 12 to 17 s: 7 of 100 failed one run at 20 s.
+	// among a few nodes, but not among 1,000 sharing two cores: before
+	// quick lookups and introductions the p99 session took 12 to 17 s
+	// there and 7 of 100 failed one run at 20 s (4 to 8 s since).
 	DefaultNetworkSessionTimeout = 60 * time.Second
 	// DefaultSettleTimeout bounds the wait for the DHT to settle; a run
 	// that hits it goes on and reports settled=false.
@@ -787,9 +786,10 @@ func (nw *netRun) close() {
 
 // settle waits until the DHT settled: every node published its record
 // after half the nodes had started (so the peers closest to its key in
-// the whole network hold it; the nodes that had not are asked to), and the summed routing-table sizes grew by
-// less than settleGrowth over settleQuiet samples settlePoll apart. It
-// reports false if SettleTimeout ran out first.
+// the whole network hold it; the nodes that had not are asked to), and
+// the summed routing-table sizes grew by less than settleGrowth over
+// settleQuiet samples settlePoll apart. It reports false if
+// SettleTimeout ran out first.
 func (nw *netRun) settle(ctx context.Context, res *NetworkResult) bool {
 	deadline := time.Now().Add(nw.opts.SettleTimeout)
 	quiet, prev := 0, -1

@@ -92,9 +92,10 @@ type Config struct {
 	// MaxConnections, when above zero, is the connection manager's high
 	// watermark: above it the host closes its least useful connections
 	// down to half (the peers that carried session frames in the last 2
-	// minutes are protected and stay). Zero keeps libp2p's default (160 to 192). Lower it when many
-	// hosts share one machine (`negotiate bench` with many pairs), where
-	// every connection costs a file descriptor at both ends.
+	// minutes are protected and stay). Zero keeps libp2p's default (160
+	// to 192). Lower it when many hosts share one machine (`negotiate
+	// bench` with many pairs), where every connection costs a file
+	// descriptor at both ends.
 	MaxConnections int
 	// Providers makes the Host's own DHT keep and serve provider records,
 	// so that Host.Provide and Host.FindProviders work (they need it on

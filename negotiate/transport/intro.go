@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"fmt"
 	"time"
 
@@ -74,6 +75,12 @@ func (h *Host) hostAcceptIntro(from sign.AgentID, recs [][]byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: agent record %d introduced by %s: %w", ErrBadAgentRecord, i, from.Short(), err)
 		}
+		if id == h.self || h.hostHoldsRecord(id, rec, now) {
+			// Ours, or the very record already verified and cached: a
+			// session's every proposal carries the same records, and
+			// verifying them again costs a signature check each.
+			continue
+		}
 		info, err := VerifyAgentInfo(id, rec, now)
 		if err != nil {
 			if head.Expires <= now.UnixMilli() {
@@ -81,13 +88,24 @@ func (h *Host) hostAcceptIntro(from sign.AgentID, recs [][]byte) error {
 			}
 			return fmt.Errorf("agent record %d introduced by %s: %w", i, from.Short(), err)
 		}
-		if id != h.self {
-			infos = append(infos, info)
-		}
+		infos = append(infos, info)
 	}
 	for _, info := range infos {
 		h.hostRememberAs(info, time.Time{})
 	}
 	h.stats.introduced.Add(uint64(len(infos)))
 	return nil
+}
+
+// hostHoldsRecord reports whether the cache holds, unexpired, exactly the
+// encoded record rec of agent id (records encode deterministically).
+func (h *Host) hostHoldsRecord(id sign.AgentID, rec []byte, now time.Time) bool {
+	h.mu.Lock()
+	r, ok := h.records[id]
+	h.mu.Unlock()
+	if !ok || r.info.Expires <= now.UnixMilli() {
+		return false
+	}
+	held, err := protocol.Marshal(r.info)
+	return err == nil && bytes.Equal(held, rec)
 }
